@@ -1,0 +1,239 @@
+// Package config reads NXG's configuration from environment variables into
+// one typed struct, validates it at start-up and logs it with secrets masked.
+//
+// Both binaries use it: cmd/nxg reads the real environment, cmd/nxg-dev fills
+// in the addresses of its embedded stand-ins first and then parses the same
+// way, so development exercises the production validation.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// Config is every setting of the server. The env tags are the variable names
+// documented in README.md; keep the two in step.
+type Config struct {
+	// HTTPAddr is where the API (Connect, gRPC, gRPC-Web) listens.
+	HTTPAddr string `env:"NXG_HTTP_ADDR" envDefault:":8080"`
+	// OpsAddr is where /metrics, River UI and pprof listen; keep it private.
+	OpsAddr string `env:"NXG_OPS_ADDR" envDefault:"127.0.0.1:9090"`
+	// OpsUser and OpsPassword guard River UI and pprof with basic auth.
+	OpsUser     string `env:"NXG_OPS_USER,required,notEmpty"`
+	OpsPassword Secret `env:"NXG_OPS_PASSWORD,required,notEmpty"`
+
+	// TLSCertFile and TLSKeyFile turn on TLS 1.3 for the API port; both or neither.
+	TLSCertFile string `env:"NXG_TLS_CERT_FILE"`
+	TLSKeyFile  string `env:"NXG_TLS_KEY_FILE"`
+	// CORSOrigins lists the browser origins (the staff dashboard) allowed to
+	// call the API, comma separated, e.g. https://dash.nxg.fit.
+	CORSOrigins []string `env:"NXG_CORS_ORIGINS" envSeparator:","`
+
+	// DatabaseURL is the PostgreSQL connection string (system of record and River).
+	DatabaseURL Secret `env:"DATABASE_URL,required,notEmpty"`
+	// DatabaseMaxConns caps the pool; 0 keeps pgx's default.
+	DatabaseMaxConns int32 `env:"NXG_DATABASE_MAX_CONNS" envDefault:"0"`
+	// RedisURL is the Redis connection string (sessions, rate limits, leaderboards).
+	RedisURL Secret `env:"REDIS_URL,required,notEmpty"`
+	// MongoURL is the MongoDB connection string (caches of outside services' answers).
+	MongoURL Secret `env:"MONGO_URL,required,notEmpty"`
+	// MongoDatabase is the MongoDB database NXG uses.
+	MongoDatabase string `env:"NXG_MONGO_DATABASE" envDefault:"nxg"`
+
+	// S3 holds object storage settings (avatars, meal photos, exports).
+	S3 S3Config
+	// Firebase holds push notification settings.
+	Firebase FirebaseConfig
+
+	// SentryDSN turns on error reporting to Sentry when set.
+	SentryDSN Secret `env:"SENTRY_DSN"`
+	// SentryEnvironment tags Sentry events, e.g. production or staging.
+	SentryEnvironment string `env:"SENTRY_ENVIRONMENT" envDefault:"production"`
+
+	// LogLevel is debug, info, warn or error.
+	LogLevel slog.Level `env:"NXG_LOG_LEVEL" envDefault:"info"`
+	// ShutdownTimeout bounds a graceful stop: draining HTTP, then River.
+	ShutdownTimeout time.Duration `env:"NXG_SHUTDOWN_TIMEOUT" envDefault:"30s"`
+	// UnaryTimeout bounds a unary RPC whose client sent no deadline.
+	UnaryTimeout time.Duration `env:"NXG_UNARY_TIMEOUT" envDefault:"30s"`
+}
+
+// S3Config points at an S3-compatible object store.
+type S3Config struct {
+	// Endpoint is empty for AWS itself, or the URL of a compatible store.
+	Endpoint string `env:"S3_ENDPOINT"`
+	// Bucket holds every object NXG stores.
+	Bucket string `env:"S3_BUCKET,required,notEmpty"`
+	// Region is the bucket's AWS region.
+	Region string `env:"S3_REGION" envDefault:"eu-west-1"`
+	// AccessKeyID and SecretAccessKey are static credentials; when empty the
+	// AWS default chain (instance role, AWS_* variables) is used.
+	AccessKeyID     string `env:"S3_ACCESS_KEY_ID"`
+	SecretAccessKey Secret `env:"S3_SECRET_ACCESS_KEY"`
+	// UsePathStyle addresses buckets by path, which most non-AWS stores need.
+	UsePathStyle bool `env:"S3_USE_PATH_STYLE" envDefault:"false"`
+}
+
+// FirebaseConfig configures Firebase Cloud Messaging.
+type FirebaseConfig struct {
+	// ProjectID is the Firebase project that sends pushes.
+	ProjectID string `env:"FIREBASE_PROJECT_ID,required,notEmpty"`
+	// CredentialsFile is a service account JSON file; required unless
+	// Endpoint points at a stand-in.
+	CredentialsFile string `env:"FIREBASE_CREDENTIALS_FILE"`
+	// Endpoint overrides Google's FCM endpoint, for development and tests
+	// only: requests to it carry no credentials.
+	Endpoint string `env:"NXG_FCM_ENDPOINT"`
+}
+
+// Secret is a string that never prints: fmt, slog and JSON all show it masked.
+type Secret string
+
+// String masks the secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "*****"
+}
+
+// LogValue masks the secret in structured logs.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// Reveal returns the secret itself, for the one place that needs it.
+func (s Secret) Reveal() string { return string(s) }
+
+// Parse reads the configuration from environ (variable name to value) and
+// validates it. Every problem is reported at once, each naming its variable,
+// so an operator fixes a deployment in one go.
+func Parse(environ map[string]string) (Config, error) {
+	cfg, err := env.ParseAsWithOptions[Config](env.Options{Environment: environ})
+	var problems []string
+	if err != nil {
+		var agg env.AggregateError
+		if errors.As(err, &agg) {
+			for _, e := range agg.Errors {
+				problems = append(problems, e.Error())
+			}
+		} else {
+			problems = append(problems, err.Error())
+		}
+	}
+	problems = append(problems, cfg.validate()...)
+	if len(problems) > 0 {
+		slices.Sort(problems)
+		return Config{}, &Error{Problems: problems}
+	}
+	return cfg, nil
+}
+
+// Error lists every configuration problem found.
+type Error struct {
+	Problems []string
+}
+
+func (e *Error) Error() string {
+	return "invalid configuration:\n  - " + strings.Join(e.Problems, "\n  - ")
+}
+
+// validate checks what the env tags cannot: shapes of addresses and URLs and
+// settings that only make sense together.
+func (c Config) validate() []string {
+	var p []string
+	for name, addr := range map[string]string{"NXG_HTTP_ADDR": c.HTTPAddr, "NXG_OPS_ADDR": c.OpsAddr} {
+		if _, _, err := net.SplitHostPort(addr); addr != "" && err != nil {
+			p = append(p, fmt.Sprintf("%s: %q is not host:port", name, addr))
+		}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		p = append(p, "NXG_TLS_CERT_FILE and NXG_TLS_KEY_FILE: set both or neither")
+	}
+	checkURL := func(name string, raw Secret, schemes ...string) {
+		if raw == "" {
+			return // reported as missing already
+		}
+		u, err := url.Parse(raw.Reveal())
+		if err != nil || !slices.Contains(schemes, u.Scheme) || u.Host == "" {
+			p = append(p, fmt.Sprintf("%s: not a URL of scheme %s", name, strings.Join(schemes, " or ")))
+		}
+	}
+	checkURL("DATABASE_URL", c.DatabaseURL, "postgres", "postgresql")
+	checkURL("REDIS_URL", c.RedisURL, "redis", "rediss")
+	checkURL("MONGO_URL", c.MongoURL, "mongodb", "mongodb+srv")
+	if c.S3.Endpoint != "" {
+		checkURL("S3_ENDPOINT", Secret(c.S3.Endpoint), "http", "https")
+	}
+	if (c.S3.AccessKeyID == "") != (c.S3.SecretAccessKey == "") {
+		p = append(p, "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY: set both or neither")
+	}
+	if c.Firebase.Endpoint == "" && c.Firebase.CredentialsFile == "" {
+		p = append(p, "FIREBASE_CREDENTIALS_FILE: required (a service account JSON file)")
+	}
+	if c.Firebase.Endpoint != "" {
+		checkURL("NXG_FCM_ENDPOINT", Secret(c.Firebase.Endpoint), "http", "https")
+	}
+	for _, o := range c.CORSOrigins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			p = append(p, fmt.Sprintf("NXG_CORS_ORIGINS: %q is not an origin like https://dash.example.com", o))
+		}
+	}
+	if c.ShutdownTimeout <= 0 {
+		p = append(p, "NXG_SHUTDOWN_TIMEOUT: must be positive")
+	}
+	if c.UnaryTimeout <= 0 {
+		p = append(p, "NXG_UNARY_TIMEOUT: must be positive")
+	}
+	if c.DatabaseMaxConns < 0 {
+		p = append(p, "NXG_DATABASE_MAX_CONNS: must not be negative")
+	}
+	return p
+}
+
+// TLSEnabled reports whether the API port serves TLS.
+func (c Config) TLSEnabled() bool { return c.TLSCertFile != "" }
+
+// LogValue renders the configuration for the start-up log. Secrets are
+// masked by their type; URLs keep their host so operators can see where the
+// server points without learning passwords.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("http_addr", c.HTTPAddr),
+		slog.String("ops_addr", c.OpsAddr),
+		slog.String("ops_user", c.OpsUser),
+		slog.Any("ops_password", c.OpsPassword),
+		slog.Bool("tls", c.TLSEnabled()),
+		slog.Any("cors_origins", c.CORSOrigins),
+		slog.String("database_url", redactURL(c.DatabaseURL)),
+		slog.Int("database_max_conns", int(c.DatabaseMaxConns)),
+		slog.String("redis_url", redactURL(c.RedisURL)),
+		slog.String("mongo_url", redactURL(c.MongoURL)),
+		slog.String("mongo_database", c.MongoDatabase),
+		slog.String("s3_endpoint", c.S3.Endpoint),
+		slog.String("s3_bucket", c.S3.Bucket),
+		slog.String("s3_region", c.S3.Region),
+		slog.Any("s3_secret_access_key", c.S3.SecretAccessKey),
+		slog.String("firebase_project_id", c.Firebase.ProjectID),
+		slog.String("fcm_endpoint", c.Firebase.Endpoint),
+		slog.Bool("sentry", c.SentryDSN != ""),
+		slog.String("log_level", c.LogLevel.String()),
+		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
+	)
+}
+
+// redactURL keeps scheme, host and path of a URL and masks its password.
+func redactURL(s Secret) string {
+	u, err := url.Parse(s.Reveal())
+	if err != nil {
+		return s.String()
+	}
+	return u.Redacted()
+}

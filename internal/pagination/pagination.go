@@ -1,0 +1,73 @@
+// Package pagination implements the list conventions of the NXG API:
+// page_size (0 means the default, capped at a maximum) and opaque page tokens
+// that carry a keyset cursor, so pages stay stable while rows are added.
+package pagination
+
+import (
+	"encoding/base64"
+	"encoding/json"
+
+	"github.com/nxg-fitness/nxg/internal/apperr"
+)
+
+const (
+	// DefaultSize is the page size when a request asks for 0.
+	DefaultSize = 50
+	// MaxSize is the largest page a request may ask for.
+	MaxSize = 200
+)
+
+// Size turns a requested page_size into the number of rows to return.
+// Negative sizes are refused by request validation before they get here;
+// they are treated as the default for safety.
+func Size(requested int32) int32 {
+	switch {
+	case requested <= 0:
+		return DefaultSize
+	case requested > MaxSize:
+		return MaxSize
+	default:
+		return requested
+	}
+}
+
+// envelope ties a cursor to the list it came from, so a token from one list
+// is refused by another instead of silently returning the wrong rows.
+type envelope struct {
+	List   string          `json:"l"`
+	Cursor json.RawMessage `json:"c"`
+}
+
+// Encode makes a page token for list from cursor (any JSON-encodable value,
+// typically the sort key of the last row returned).
+func Encode(list string, cursor any) string {
+	c, err := json.Marshal(cursor)
+	if err != nil {
+		// Cursors are our own small structs; failing to encode one is a
+		// programming error, not a runtime condition.
+		panic("pagination: encode cursor: " + err.Error())
+	}
+	b, _ := json.Marshal(envelope{List: list, Cursor: c})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// Decode reads a page token made by Encode for the same list into cursor.
+// An empty token means the first page: Decode returns false and no error.
+func Decode(list, token string, cursor any) (bool, error) {
+	if token == "" {
+		return false, nil
+	}
+	invalid := apperr.InvalidArgument("page_token", "is not a page token of this list; pass next_page_token from the previous response unchanged")
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil {
+		return false, invalid
+	}
+	var env envelope
+	if err := json.Unmarshal(b, &env); err != nil || env.List != list {
+		return false, invalid
+	}
+	if err := json.Unmarshal(env.Cursor, cursor); err != nil {
+		return false, invalid
+	}
+	return true, nil
+}
