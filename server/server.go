@@ -51,22 +51,7 @@ func NewHandler(opts Options) (http.Handler, error) {
 		opts.UnaryTimeout = 30 * time.Second
 	}
 
-	// Interceptors run outermost first. The access log and metrics sit
-	// outside the error mapper so they record the code the client got; the
-	// Sentry hub is set up before the mapper so it can report faults with
-	// request context; validation runs innermost, just before the handler.
-	handlerOpts := []connect.HandlerOption{
-		connect.WithInterceptors(
-			newAccessLogInterceptor(opts.Logger),
-			opts.Metrics,
-			newSentryInterceptor(),
-			newErrorInterceptor(opts.Logger),
-			newTimeoutInterceptor(opts.UnaryTimeout),
-			validate.NewInterceptor(),
-		),
-		connect.WithReadMaxBytes(maxMessageBytes),
-		connect.WithCompressMinBytes(1024),
-	}
+	handlerOpts := handlerOptions(opts)
 
 	mux := http.NewServeMux()
 	services := []struct {
@@ -91,6 +76,26 @@ func NewHandler(opts Options) (http.Handler, error) {
 	mux.Handle("GET /readyz", opts.Readiness)
 
 	return withRequestID(withCORS(opts.CORSOrigins, mux)), nil
+}
+
+// handlerOptions are the options every Connect service is mounted with.
+func handlerOptions(opts Options) []connect.HandlerOption {
+	// Interceptors run outermost first. The access log and metrics sit
+	// outside the error mapper so they record the code the client got; the
+	// Sentry hub is set up before the mapper so it can report faults with
+	// request context; validation runs innermost, just before the handler.
+	return []connect.HandlerOption{
+		connect.WithInterceptors(
+			newAccessLogInterceptor(opts.Logger),
+			opts.Metrics,
+			newSentryInterceptor(),
+			newErrorInterceptor(opts.Logger),
+			newTimeoutInterceptor(opts.UnaryTimeout),
+			validate.NewInterceptor(),
+		),
+		connect.WithReadMaxBytes(maxMessageBytes),
+		connect.WithCompressMinBytes(1024),
+	}
 }
 
 // withCORS lets the listed browser origins (the staff dashboard) call the
