@@ -78,4 +78,3 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		return a.Run(ctx)
 	}
 }
-
