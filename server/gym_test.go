@@ -34,7 +34,7 @@ type apiTestBundle struct {
 	h2c *http.Client
 }
 
-func setupAPI(t *testing.T, mutate ...func(*Options)) *apiTestBundle {
+func setupAPI(t testing.TB, mutate ...func(*Options)) *apiTestBundle {
 	t.Helper()
 	db := testkit.NewDatabase(t)
 	logs := &syncBuffer{}
@@ -69,7 +69,7 @@ func setupAPI(t *testing.T, mutate ...func(*Options)) *apiTestBundle {
 }
 
 // insertBranch adds a branch with Monday hours and returns its id.
-func (b *apiTestBundle) insertBranch(t *testing.T, name string) string {
+func (b *apiTestBundle) insertBranch(t testing.TB, name string) string {
 	t.Helper()
 	ctx := context.Background()
 	var id string
