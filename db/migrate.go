@@ -16,6 +16,9 @@ import (
 	"github.com/riverqueue/river/rivermigrate"
 )
 
+// migrateLockKey is the advisory lock that serialises migrations ("nxg-migr").
+const migrateLockKey int64 = 0x6e78672d6d696772
+
 //go:embed migrations/*.sql
 var migrationsFS embed.FS
 
@@ -33,9 +36,23 @@ func Migrations() fs.FS {
 // Migrate brings the database up to date: River's own tables first (our
 // schema may reference nothing of River's, but jobs are inserted from our
 // transactions, so both must exist before the server starts), then ours.
-// It is safe to run from several processes at once: both migrators take an
-// advisory lock.
+// It is safe to run from several processes at once (replicas starting
+// together): Migrate holds a session-level advisory lock for the whole run,
+// since neither migrator locks on its own. The pool needs two connections:
+// one holds the lock while the migrators use another.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire migration lock connection: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", migrateLockKey); err != nil {
+		return fmt.Errorf("take migration lock: %w", err)
+	}
+	defer func() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrateLockKey)
+	}()
+
 	riverMigrator, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Logger: logger})
 	if err != nil {
 		return fmt.Errorf("river migrator: %w", err)

@@ -12,7 +12,9 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -105,6 +107,12 @@ func (s Secret) String() string {
 	return "*****"
 }
 
+// GoString masks the secret under %#v.
+func (s Secret) GoString() string { return "config.Secret(" + strconv.Quote(s.String()) + ")" }
+
+// MarshalText masks the secret in JSON and any other text encoding.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
 // LogValue masks the secret in structured logs.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
@@ -121,13 +129,13 @@ func Parse(environ map[string]string) (Config, error) {
 		var agg env.AggregateError
 		if errors.As(err, &agg) {
 			for _, e := range agg.Errors {
-				problems = append(problems, e.Error())
+				problems = append(problems, describe(e))
 			}
 		} else {
-			problems = append(problems, err.Error())
+			problems = append(problems, describe(err))
 		}
 	}
-	problems = append(problems, cfg.validate()...)
+	problems = append(problems, cfg.validate(unparsed(err))...)
 	if len(problems) > 0 {
 		slices.Sort(problems)
 		return Config{}, &Error{Problems: problems}
@@ -144,9 +152,58 @@ func (e *Error) Error() string {
 	return "invalid configuration:\n  - " + strings.Join(e.Problems, "\n  - ")
 }
 
+// describe words a parse problem by the variable's name, which is what an
+// operator can act on; the library words it by the Go field's name.
+func describe(err error) string {
+	var pe env.ParseError
+	if errors.As(err, &pe) {
+		if name := envName(reflect.TypeFor[Config](), pe.Name); name != "" {
+			return fmt.Sprintf("%s: %v", name, pe.Err)
+		}
+	}
+	return err.Error()
+}
+
+// unparsed lists the variables whose values could not be parsed at all, so
+// validate does not add a second, misleading problem about their zero value.
+func unparsed(err error) map[string]bool {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return nil
+	}
+	m := map[string]bool{}
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			m[envName(reflect.TypeFor[Config](), pe.Name)] = true
+		}
+	}
+	return m
+}
+
+// envName finds the variable name of a field in t or its nested structs.
+// Field names repeated in two nested structs are all strings, which never
+// fail to parse, so the first match is the right one.
+func envName(t reflect.Type, field string) string {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+		if f.Name == field && tag != "" {
+			return tag
+		}
+		if tag == "" && f.Type.Kind() == reflect.Struct {
+			if n := envName(f.Type, field); n != "" {
+				return n
+			}
+		}
+	}
+	return ""
+}
+
 // validate checks what the env tags cannot: shapes of addresses and URLs and
-// settings that only make sense together.
-func (c Config) validate() []string {
+// settings that only make sense together. Variables in skip failed to parse
+// and are reported already.
+func (c Config) validate(skip map[string]bool) []string {
 	var p []string
 	for name, addr := range map[string]string{"NXG_HTTP_ADDR": c.HTTPAddr, "NXG_OPS_ADDR": c.OpsAddr} {
 		if _, _, err := net.SplitHostPort(addr); addr != "" && err != nil {
@@ -186,10 +243,10 @@ func (c Config) validate() []string {
 			p = append(p, fmt.Sprintf("NXG_CORS_ORIGINS: %q is not an origin like https://dash.example.com", o))
 		}
 	}
-	if c.ShutdownTimeout <= 0 {
+	if c.ShutdownTimeout <= 0 && !skip["NXG_SHUTDOWN_TIMEOUT"] {
 		p = append(p, "NXG_SHUTDOWN_TIMEOUT: must be positive")
 	}
-	if c.UnaryTimeout <= 0 {
+	if c.UnaryTimeout <= 0 && !skip["NXG_UNARY_TIMEOUT"] {
 		p = append(p, "NXG_UNARY_TIMEOUT: must be positive")
 	}
 	if c.DatabaseMaxConns < 0 {
@@ -229,11 +286,16 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
-// redactURL keeps scheme, host and path of a URL and masks its password.
+// redactURL keeps scheme, host and path of a URL and masks its password,
+// also when given as a query parameter (which pgx accepts).
 func redactURL(s Secret) string {
 	u, err := url.Parse(s.Reveal())
 	if err != nil {
 		return s.String()
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
 }
