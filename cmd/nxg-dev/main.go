@@ -115,12 +115,18 @@ func valueOr(environ map[string]string, key, def string) string {
 func devEnvironment(environ, standIns map[string]string, databaseURL string) map[string]string {
 	out := map[string]string{
 		"DATABASE_URL":       databaseURL,
-		"NXG_HTTP_ADDR":      freeOrAny(defaultHTTPAddr),
-		"NXG_OPS_ADDR":       freeOrAny(defaultOpsAddr),
+		"NXG_HTTP_ADDR":      valueOr(environ, "NXG_HTTP_ADDR", ""),
+		"NXG_OPS_ADDR":       valueOr(environ, "NXG_OPS_ADDR", ""),
 		"NXG_OPS_USER":       defaultOpsUser,
 		"NXG_OPS_PASSWORD":   defaultOpsPassword,
 		"NXG_CORS_ORIGINS":   "http://localhost:3000,http://localhost:5173",
 		"SENTRY_ENVIRONMENT": "development",
+	}
+	if out["NXG_HTTP_ADDR"] == "" {
+		out["NXG_HTTP_ADDR"] = freeOrAny(defaultHTTPAddr)
+	}
+	if out["NXG_OPS_ADDR"] == "" {
+		out["NXG_OPS_ADDR"] = freeOrAny(defaultOpsAddr)
 	}
 	for k, v := range standIns {
 		out[k] = v
@@ -162,13 +168,18 @@ func ensureDatabase(ctx context.Context, databaseURL string) error {
 			"  pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n"+
 			"or point DATABASE_URL at one (PostgreSQL 15 or newer).", redact(databaseURL), err)
 	}
-	u, err := url.Parse(databaseURL)
+	// pgx's own parser reads every form of URL it accepts (a path, a
+	// dbname parameter, or none, meaning the user's name).
+	cfg, err := pgx.ParseConfig(databaseURL)
 	if err != nil {
 		return fmt.Errorf("DATABASE_URL: %w", err)
 	}
-	name := u.Path[1:]
-	u.Path = "/postgres"
-	admin, err := pgx.Connect(ctx, u.String())
+	name := cfg.Database
+	if name == "" {
+		name = cfg.User
+	}
+	cfg.Database = "postgres"
+	admin, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("connect to the postgres database to create %q: %w", name, err)
 	}

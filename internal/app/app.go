@@ -27,6 +27,7 @@ import (
 
 	"github.com/nxg-fitness/nxg/db"
 	"github.com/nxg-fitness/nxg/internal/config"
+	"github.com/nxg-fitness/nxg/internal/logging"
 	"github.com/nxg-fitness/nxg/internal/push"
 	"github.com/nxg-fitness/nxg/internal/storage"
 	"github.com/nxg-fitness/nxg/jobs"
@@ -50,7 +51,10 @@ type App struct {
 	River    *river.Client[pgx.Tx]
 	Registry *prometheus.Registry
 
-	readiness    *server.Readiness
+	readiness *server.Readiness
+	// stopOps ends River UI's background queries; they must stop before the
+	// pool they read through closes.
+	stopOps      context.CancelFunc
 	riverRunning atomic.Bool
 	draining     atomic.Bool
 
@@ -70,17 +74,6 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 		}
 	}()
 
-	if cfg.SentryDSN != "" {
-		if err := sentry.Init(sentry.ClientOptions{
-			Dsn:              cfg.SentryDSN.Reveal(),
-			Environment:      cfg.SentryEnvironment,
-			Release:          "nxg@" + Version,
-			AttachStacktrace: true,
-		}); err != nil {
-			return nil, fmt.Errorf("sentry: %w", err)
-		}
-	}
-
 	a.Pool, err = db.Open(ctx, cfg.DatabaseURL.Reveal(), db.PoolConfig{MaxConns: cfg.DatabaseMaxConns, ApplicationName: "nxg"})
 	if err != nil {
 		return nil, err
@@ -90,6 +83,7 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
+	redis.SetLogger(logging.RedisLogger{Logger: logger})
 	a.Redis = redis.NewClient(redisOpts)
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -168,7 +162,9 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 	if err != nil {
 		return nil, err
 	}
-	opsHandler, err := server.NewOpsHandler(ctx, server.OpsConfig{
+	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopOps = stopOps
+	opsHandler, err := server.NewOpsHandler(opsCtx, server.OpsConfig{
 		Registry: a.Registry,
 		River:    a.River,
 		User:     cfg.OpsUser,
@@ -187,6 +183,20 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 	if a.opsListener, err = net.Listen("tcp", cfg.OpsAddr); err != nil {
 		a.apiListener.Close()
 		return nil, fmt.Errorf("listen on NXG_OPS_ADDR %s: %w", cfg.OpsAddr, err)
+	}
+	// Sentry is global to the process, so it is set up last: a failed New
+	// leaves no reporting client behind.
+	if cfg.SentryDSN != "" {
+		if err := sentry.Init(sentry.ClientOptions{
+			Dsn:              cfg.SentryDSN.Reveal(),
+			Environment:      cfg.SentryEnvironment,
+			Release:          "nxg@" + Version,
+			AttachStacktrace: true,
+		}); err != nil {
+			a.apiListener.Close()
+			a.opsListener.Close()
+			return nil, fmt.Errorf("SENTRY_DSN: %w", err)
+		}
 	}
 	return a, nil
 }
@@ -277,7 +287,11 @@ func (a *App) shutdown() error {
 		a.logger.Warn("api did not drain in time; closing connections", "error", err)
 		errs = append(errs, a.api.Close())
 	}
-	if err := a.ops.Shutdown(httpCtx); err != nil {
+	// The ops port gets its own short drain: a scrape or a River UI page
+	// should not be cut just because the API used the whole budget.
+	opsCtx, opsCancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer opsCancel()
+	if err := a.ops.Shutdown(opsCtx); err != nil {
 		errs = append(errs, a.ops.Close())
 	}
 
@@ -297,6 +311,10 @@ func (a *App) shutdown() error {
 
 // closeStores closes what New opened; it is safe on a partly built App.
 func (a *App) closeStores() {
+	if a.stopOps != nil {
+		a.stopOps()
+		a.stopOps = nil
+	}
 	if a.Mongo != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
