@@ -11,6 +11,26 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type AuditEvent struct {
+	Seq        int64
+	OccurredAt time.Time
+	ActorID    uuid.NullUUID
+	ActorRef   string
+	Action     string
+	TargetType string
+	TargetID   pgtype.Text
+	TargetRef  string
+	Result     string
+	Ip         pgtype.Text
+	IpRef      string
+	UserAgent  pgtype.Text
+	UaRef      string
+	RequestID  string
+	Details    string
+	PrevHash   []byte
+	Hash       []byte
+}
+
 type Branch struct {
 	ID        uuid.UUID
 	Name      string
