@@ -75,7 +75,11 @@ func run(ctx context.Context, environ map[string]string, stdout, stderr io.Write
 	}
 	defer stack.Close()
 
-	cfgEnv := devEnvironment(environ, stack.Env(), databaseURL)
+	keys, err := devKeys(dataDir)
+	if err != nil {
+		return fmt.Errorf("dev keys: %w", err)
+	}
+	cfgEnv := devEnvironment(environ, stack.Env(), keys, databaseURL)
 	cfg, err := config.Parse(cfgEnv)
 	if err != nil {
 		return err
@@ -111,8 +115,9 @@ func valueOr(environ map[string]string, key, def string) string {
 }
 
 // devEnvironment is the configuration the dev server parses: the user's own
-// variables win, then the stand-ins' addresses, then development defaults.
-func devEnvironment(environ, standIns map[string]string, databaseURL string) map[string]string {
+// variables win, then the stand-ins' addresses and the dev keys, then
+// development defaults.
+func devEnvironment(environ, standIns, keys map[string]string, databaseURL string) map[string]string {
 	out := map[string]string{
 		"DATABASE_URL":       databaseURL,
 		"NXG_HTTP_ADDR":      valueOr(environ, "NXG_HTTP_ADDR", ""),
@@ -127,6 +132,11 @@ func devEnvironment(environ, standIns map[string]string, databaseURL string) map
 	}
 	if out["NXG_OPS_ADDR"] == "" {
 		out["NXG_OPS_ADDR"] = freeOrAny(defaultOpsAddr)
+	}
+	for k, v := range keys {
+		if environ[k+"_FILE"] == "" {
+			out[k] = v
+		}
 	}
 	for k, v := range standIns {
 		out[k] = v

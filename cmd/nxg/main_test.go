@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/url"
 	"strings"
 	"testing"
@@ -63,7 +64,7 @@ func TestRunServeWithoutConfiguration(t *testing.T) {
 	if !errors.As(err, &cerr) {
 		t.Errorf("error is %T, want *config.Error", err)
 	}
-	for _, name := range []string{"DATABASE_URL", "REDIS_URL", "MONGO_URL", "NXG_OPS_USER", "NXG_OPS_PASSWORD", "S3_BUCKET", "FIREBASE_PROJECT_ID"} {
+	for _, name := range []string{"DATABASE_URL", "REDIS_URL", "MONGO_URL", "NXG_OPS_USER", "NXG_OPS_PASSWORD", "S3_BUCKET", "FIREBASE_PROJECT_ID", "NXG_AUDIT_KEY", "NXG_JWT_KEYS", "NXG_MASTER_KEY"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s:\n%v", name, err)
 		}
@@ -133,6 +134,7 @@ func TestRunMigrate(t *testing.T) {
 		"FIREBASE_PROJECT_ID": "nxg-test",
 		"NXG_FCM_ENDPOINT":    "http://127.0.0.1:1",
 	}
+	maps.Copy(environ, testkit.AuthEnv(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
@@ -225,7 +227,7 @@ func TestRunMigrate(t *testing.T) {
 func TestRunMigrateUnreachableDatabase(t *testing.T) {
 	t.Parallel()
 	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), []string{"migrate"}, map[string]string{
+	environ := map[string]string{
 		"DATABASE_URL":        "postgres://postgres:" + dbPassword + "@127.0.0.1:1/nxg",
 		"REDIS_URL":           "redis://127.0.0.1:6379/0",
 		"MONGO_URL":           "mongodb://127.0.0.1:27017",
@@ -234,7 +236,9 @@ func TestRunMigrateUnreachableDatabase(t *testing.T) {
 		"S3_BUCKET":           "nxg-test",
 		"FIREBASE_PROJECT_ID": "nxg-test",
 		"NXG_FCM_ENDPOINT":    "http://127.0.0.1:1",
-	}, &stdout, &stderr)
+	}
+	maps.Copy(environ, testkit.AuthEnv(t))
+	err := run(context.Background(), []string{"migrate"}, environ, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1/nxg") {
 		t.Fatalf("migrate against a closed port = %v, want an error naming 127.0.0.1:1/nxg", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -113,6 +114,7 @@ func (b *testBundle) environ(t *testing.T, overrides map[string]string) map[stri
 	} {
 		environ[k] = v
 	}
+	maps.Copy(environ, testkit.AuthEnv(t))
 	for k, v := range overrides {
 		environ[k] = v
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"reflect"
 	"slices"
@@ -55,6 +56,14 @@ type Config struct {
 	// Firebase holds push notification settings.
 	Firebase FirebaseConfig
 
+	// Auth holds the keys of identity and privacy.
+	Auth AuthConfig
+
+	// TrustedProxies are the CIDRs of load balancers whose X-Forwarded-For
+	// is believed when working out a client's IP (for rate limits and the
+	// audit trail). Empty means the connection's address is the client.
+	TrustedProxies []string `env:"NXG_TRUSTED_PROXIES" envSeparator:","`
+
 	// SentryDSN turns on error reporting to Sentry when set.
 	SentryDSN Secret `env:"SENTRY_DSN"`
 	// SentryEnvironment tags Sentry events, e.g. production or staging.
@@ -94,6 +103,26 @@ type FirebaseConfig struct {
 	// Endpoint overrides Google's FCM endpoint, for development and tests
 	// only: requests to it carry no credentials.
 	Endpoint string `env:"NXG_FCM_ENDPOINT"`
+}
+
+// AuthConfig holds signing and encryption keys. Each key may be given
+// inline or as a file (for secret stores that mount files); not both.
+type AuthConfig struct {
+	// JWTKeys is a JWK Set of Ed25519 private keys; the first signs, all
+	// verify. To rotate, prepend a new key and drop the old one 15 minutes
+	// after every instance has it.
+	JWTKeys     Secret `env:"NXG_JWT_KEYS"`
+	JWTKeysFile string `env:"NXG_JWT_KEYS_FILE"`
+	// JWTIssuer and JWTAudience are the iss and aud of access tokens.
+	JWTIssuer   string `env:"NXG_JWT_ISSUER" envDefault:"https://api.nxg.fit"`
+	JWTAudience string `env:"NXG_JWT_AUDIENCE" envDefault:"nxg-api"`
+	// MasterKey wraps every user's data key: "id:base64key[,id:base64key]",
+	// 32-byte keys, the first wraps new data keys, all unwrap.
+	MasterKey     Secret `env:"NXG_MASTER_KEY"`
+	MasterKeyFile string `env:"NXG_MASTER_KEY_FILE"`
+	// AuditKey (32 bytes, standard base64) keys the audit trail's chain and
+	// pseudonyms. It must never change: old rows verify only under it.
+	AuditKey Secret `env:"NXG_AUDIT_KEY,required,notEmpty"`
 }
 
 // Secret is a string that never prints: fmt, slog and JSON all show it masked.
@@ -243,6 +272,12 @@ func (c Config) validate(skip map[string]bool) []string {
 			p = append(p, fmt.Sprintf("NXG_CORS_ORIGINS: %q is not an origin like https://dash.example.com", o))
 		}
 	}
+	p = append(p, c.Auth.validate()...)
+	for _, cidr := range c.TrustedProxies {
+		if _, err := netip.ParsePrefix(strings.TrimSpace(cidr)); err != nil {
+			p = append(p, fmt.Sprintf("NXG_TRUSTED_PROXIES: %q is not a CIDR like 10.0.0.0/8", cidr))
+		}
+	}
 	if c.ShutdownTimeout <= 0 && !skip["NXG_SHUTDOWN_TIMEOUT"] {
 		p = append(p, "NXG_SHUTDOWN_TIMEOUT: must be positive")
 	}
@@ -280,6 +315,9 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("s3_secret_access_key", c.S3.SecretAccessKey),
 		slog.String("firebase_project_id", c.Firebase.ProjectID),
 		slog.String("fcm_endpoint", c.Firebase.Endpoint),
+		slog.String("jwt_issuer", c.Auth.JWTIssuer),
+		slog.String("jwt_audience", c.Auth.JWTAudience),
+		slog.Any("trusted_proxies", c.TrustedProxies),
 		slog.Bool("sentry", c.SentryDSN != ""),
 		slog.String("log_level", c.LogLevel.String()),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nxg-fitness/nxg/internal/testkit"
 )
 
 // Secrets of the valid environment; none may ever appear in output.
@@ -31,12 +33,13 @@ var requiredVars = []string{
 	"NXG_OPS_PASSWORD",
 	"S3_BUCKET",
 	"FIREBASE_PROJECT_ID",
+	"NXG_AUDIT_KEY",
 }
 
 // validEnviron is the smallest complete configuration: every required
 // variable and FIREBASE_CREDENTIALS_FILE, everything else defaulted.
 func validEnviron() map[string]string {
-	return map[string]string{
+	e := map[string]string{
 		"DATABASE_URL":              "postgres://nxg:" + dbPassword + "@db.internal:5432/nxg?sslmode=require",
 		"REDIS_URL":                 "redis://:" + redisPassword + "@cache.internal:6379/0",
 		"MONGO_URL":                 "mongodb://nxg:" + mongoPassword + "@mongo.internal:27017",
@@ -46,7 +49,20 @@ func validEnviron() map[string]string {
 		"FIREBASE_PROJECT_ID":       "nxg-prod",
 		"FIREBASE_CREDENTIALS_FILE": "/etc/nxg/firebase.json",
 	}
+	for k, v := range testAuthEnv {
+		e[k] = v
+	}
+	return e
 }
+
+// testAuthEnv holds keys generated once for the package's tests.
+var testAuthEnv = func() map[string]string {
+	env, err := testkit.GenerateAuthEnv()
+	if err != nil {
+		panic(err)
+	}
+	return env
+}()
 
 // with returns validEnviron changed by set; an empty value deletes the
 // variable.

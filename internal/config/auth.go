@@ -1,0 +1,74 @@
+package config
+
+import (
+	"encoding/base64"
+	"fmt"
+	"os"
+
+	"github.com/nxg-fitness/nxg/internal/auth/token"
+	"github.com/nxg-fitness/nxg/internal/fieldcrypt"
+)
+
+// validate checks that exactly one form of each key is given and that the
+// keys parse, so a bad key stops start-up instead of the first sign-in.
+func (a AuthConfig) validate() []string {
+	var p []string
+	if jwks, err := a.JWTKeySet(); err != nil {
+		p = append(p, err.Error())
+	} else if _, err := token.ParseKeyRing(jwks); err != nil {
+		p = append(p, "NXG_JWT_KEYS: "+err.Error())
+	}
+	if spec, err := a.MasterKeySpec(); err != nil {
+		p = append(p, err.Error())
+	} else if _, err := fieldcrypt.ParseMasterKeys(spec); err != nil {
+		p = append(p, "NXG_MASTER_KEY: "+err.Error())
+	}
+	if a.AuditKey != "" {
+		if _, err := a.AuditKeyBytes(); err != nil {
+			p = append(p, err.Error())
+		}
+	}
+	if a.JWTIssuer == "" || a.JWTAudience == "" {
+		p = append(p, "NXG_JWT_ISSUER and NXG_JWT_AUDIENCE: must not be empty")
+	}
+	return p
+}
+
+// JWTKeySet returns the signing key set from NXG_JWT_KEYS or the file
+// NXG_JWT_KEYS_FILE names.
+func (a AuthConfig) JWTKeySet() ([]byte, error) {
+	return inlineOrFile("NXG_JWT_KEYS", a.JWTKeys, a.JWTKeysFile)
+}
+
+// MasterKeySpec returns the master key ring from NXG_MASTER_KEY or the file
+// NXG_MASTER_KEY_FILE names.
+func (a AuthConfig) MasterKeySpec() (string, error) {
+	b, err := inlineOrFile("NXG_MASTER_KEY", a.MasterKey, a.MasterKeyFile)
+	return string(b), err
+}
+
+// AuditKeyBytes decodes NXG_AUDIT_KEY.
+func (a AuthConfig) AuditKeyBytes() ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(a.AuditKey.Reveal())
+	if err != nil || len(b) != 32 {
+		return nil, fmt.Errorf("NXG_AUDIT_KEY: must be 32 bytes in standard base64 (e.g. `openssl rand -base64 32`)")
+	}
+	return b, nil
+}
+
+func inlineOrFile(name string, inline Secret, file string) ([]byte, error) {
+	switch {
+	case inline != "" && file != "":
+		return nil, fmt.Errorf("%s and %s_FILE: set one, not both", name, name)
+	case inline != "":
+		return []byte(inline.Reveal()), nil
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("%s_FILE: %v", name, err)
+		}
+		return b, nil
+	default:
+		return nil, fmt.Errorf("%s: required (or %s_FILE)", name, name)
+	}
+}

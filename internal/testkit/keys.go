@@ -1,0 +1,43 @@
+package testkit
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"testing"
+
+	"github.com/nxg-fitness/nxg/internal/auth/token"
+	"github.com/nxg-fitness/nxg/internal/fieldcrypt"
+)
+
+// AuthEnv returns fresh signing, master and audit keys as the environment
+// variables the server reads them from, for tests that build a full
+// configuration.
+func AuthEnv(t testing.TB) map[string]string {
+	t.Helper()
+	env, err := GenerateAuthEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+// GenerateAuthEnv is AuthEnv outside a test, for package-level fixtures.
+func GenerateAuthEnv() (map[string]string, error) {
+	jwks, err := token.GenerateKeyRingJSON()
+	if err != nil {
+		return nil, err
+	}
+	master, err := fieldcrypt.GenerateMasterKeySpec("test1")
+	if err != nil {
+		return nil, err
+	}
+	audit := make([]byte, 32)
+	if _, err := rand.Read(audit); err != nil {
+		return nil, err
+	}
+	return map[string]string{
+		"NXG_JWT_KEYS":   string(jwks),
+		"NXG_MASTER_KEY": master,
+		"NXG_AUDIT_KEY":  base64.StdEncoding.EncodeToString(audit),
+	}, nil
+}
