@@ -31,6 +31,17 @@ type AuditEvent struct {
 	Hash       []byte
 }
 
+type BodyMetric struct {
+	ID                     uuid.UUID
+	UserID                 uuid.UUID
+	MeasuredAt             time.Time
+	WeightKgEnc            []byte
+	BodyFatPercentEnc      []byte
+	MuscleMassKgEnc        []byte
+	RestingHeartRateBpmEnc []byte
+	CreatedAt              time.Time
+}
+
 type Branch struct {
 	ID        uuid.UUID
 	Name      string
@@ -48,6 +59,17 @@ type BranchOpeningHour struct {
 	ClosesAt pgtype.Time
 }
 
+type DataExport struct {
+	ID            uuid.UUID
+	UserID        uuid.UUID
+	Status        string
+	ObjectKey     pgtype.Text
+	FailureReason string
+	CreatedAt     time.Time
+	CompletedAt   pgtype.Timestamptz
+	ExpiresAt     pgtype.Timestamptz
+}
+
 type Machine struct {
 	ID          uuid.UUID
 	BranchID    uuid.UUID
@@ -57,4 +79,44 @@ type Machine struct {
 	NfcTag      string
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
+}
+
+type PrivacySetting struct {
+	UserID                 uuid.UUID
+	AppearOnLeaderboards   bool
+	ShareAnalytics         bool
+	MarketingNotifications bool
+	UpdatedAt              time.Time
+}
+
+type Profile struct {
+	UserID         uuid.UUID
+	DateOfBirthEnc []byte
+	SexEnc         []byte
+	HeightCmEnc    []byte
+	PhoneEnc       []byte
+	FitnessGoal    string
+	ActivityLevel  string
+	UnitSystem     string
+	Timezone       string
+	HomeBranchID   uuid.NullUUID
+	UpdatedAt      time.Time
+}
+
+type StaffBranch struct {
+	UserID   uuid.UUID
+	BranchID uuid.UUID
+}
+
+type User struct {
+	ID                uuid.UUID
+	Email             string
+	PasswordHash      string
+	DisplayName       string
+	Role              string
+	DataKey           []byte
+	PasswordChangedAt time.Time
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+	DeletedAt         pgtype.Timestamptz
 }
