@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/johannesboyne/gofakes3"
@@ -33,6 +34,9 @@ type S3 struct {
 
 	db  *bolt.DB
 	srv *httpServer
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Credentials and region of the S3 stand-in. They are fixed rather than
@@ -93,9 +97,10 @@ func StartS3(ctx context.Context, dir, bucket string, logger *slog.Logger) (*S3,
 func (s *S3) Endpoint() string { return s.srv.url }
 
 // Close stops serving and then closes the bbolt file, so no request writes
-// into a closed database.
+// into a closed database; it releases the data directory's lock.
 func (s *S3) Close() error {
-	return errors.Join(s.srv.close(), s.db.Close())
+	s.closeOnce.Do(func() { s.closeErr = errors.Join(s.srv.close(), s.db.Close()) })
+	return s.closeErr
 }
 
 // gofakesLogger routes gofakes3's logging to slog. Its INFO lines name every

@@ -132,6 +132,9 @@ func TestS3(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 	closed = true
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
 	if _, err := http.Get(s.Endpoint()); err == nil {
 		t.Fatal("the stand-in still answers after Close")
 	}

@@ -202,4 +202,3 @@ func eventsURL(t *testing.T, s *devstack.Sentry) string {
 	u.User, u.Path = nil, "/events"
 	return u.String()
 }
-

@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -203,6 +204,9 @@ type httpServer struct {
 	srv  *http.Server
 	url  string
 	done chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // shutdownTimeout bounds how long Close waits for in-flight requests before
@@ -232,15 +236,18 @@ func serveHTTP(name string, h http.Handler, logger *slog.Logger) (*httpServer, e
 	return s, nil
 }
 
+// close shuts the server down gracefully; later calls return the first
+// result, so every stand-in's Close may be called more than once.
 func (s *httpServer) close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	err := s.srv.Shutdown(ctx)
-	if err != nil {
-		// Requests still running after the grace period are cut, so Close
-		// never hangs a developer's Ctrl-C.
-		err = errors.Join(err, s.srv.Close())
-	}
-	<-s.done
-	return err
+	s.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		if err := s.srv.Shutdown(ctx); err != nil {
+			// Requests still running after the grace period are cut, so
+			// Close never hangs a developer's Ctrl-C.
+			s.closeErr = errors.Join(err, s.srv.Close())
+		}
+		<-s.done
+	})
+	return s.closeErr
 }

@@ -70,6 +70,9 @@ type Client struct {
 	s3      *s3.Client
 	presign *s3.PresignClient
 	bucket  string
+	// plainHTTP is set for an http:// endpoint, where streamed bodies need
+	// special signing (see Put).
+	plainHTTP bool
 	// listPageSize is the ListObjectsV2 page size of DeletePrefix; tests
 	// lower it to exercise paging without thousands of objects.
 	listPageSize int32
@@ -113,6 +116,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		s3:           client,
 		presign:      s3.NewPresignClient(client),
 		bucket:       cfg.Bucket,
+		plainHTTP:    strings.HasPrefix(strings.ToLower(cfg.Endpoint), "http://"),
 		listPageSize: 1000,
 	}, nil
 }
@@ -137,12 +141,15 @@ func (c *Client) Put(ctx context.Context, key, contentType string, body io.Reade
 		in.ContentType = aws.String(contentType)
 	}
 	var optFns []func(*s3.Options)
-	if _, seekable := body.(io.ReadSeeker); !seekable {
-		// SigV4 over plain HTTP hashes the payload, which needs a body it
-		// can rewind; a one-pass stream is signed as UNSIGNED-PAYLOAD
-		// instead (its integrity is still covered by the SDK's checksum
-		// over TLS).
-		optFns = append(optFns, s3.WithAPIOptions(v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware))
+	if _, seekable := body.(io.ReadSeeker); !seekable && c.plainHTTP {
+		// Over TLS the SDK streams a one-pass body with a trailing CRC32.
+		// Over plain HTTP (the dev stand-in, a local MinIO) it refuses to:
+		// SigV4 would have to hash the payload in advance, which needs a
+		// body it can rewind. There the body is sent as UNSIGNED-PAYLOAD
+		// without the optional checksum; on loopback nothing can corrupt it.
+		optFns = append(optFns,
+			s3.WithAPIOptions(v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware),
+			func(o *s3.Options) { o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired })
 	}
 	if _, err := c.s3.PutObject(ctx, in, optFns...); err != nil {
 		return fmt.Errorf("storage: put %q: %w", key, err)
