@@ -352,8 +352,8 @@ func TestClientConfig(t *testing.T) {
 		if client.PeriodicJobs() == nil {
 			t.Error("client has no periodic job bundle")
 		}
-		if n := len(jobs.PeriodicJobs()); n != 1 {
-			t.Errorf("PeriodicJobs() has %d jobs, want 1 (cache cleanup)", n)
+		if n := len(jobs.PeriodicJobs()); n != 2 {
+			t.Errorf("PeriodicJobs() has %d jobs, want 2 (cache cleanup, export retention)", n)
 		}
 	})
 

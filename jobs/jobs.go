@@ -9,8 +9,17 @@ package jobs
 import (
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 	"github.com/riverqueue/river"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/nxg-fitness/nxg/gen/dbsqlc"
+	"github.com/nxg-fitness/nxg/internal/audit"
+	"github.com/nxg-fitness/nxg/internal/auth/session"
+	"github.com/nxg-fitness/nxg/internal/erasure"
+	"github.com/nxg-fitness/nxg/internal/fieldcrypt"
+	"github.com/nxg-fitness/nxg/internal/storage"
 )
 
 // Queue names. Each kind of work has its own queue, so slow calls to outside
@@ -32,16 +41,66 @@ func Queues() map[string]river.QueueConfig {
 	}
 }
 
-// Deps is what the workers need.
+// Deps is what the workers need. A worker whose dependencies are missing
+// fails when it runs (and its job is retried), so a partial Deps still
+// registers every worker.
 type Deps struct {
 	// Mongo is the database caching outside services' answers.
 	Mongo *mongo.Database
+	// Pool is the PostgreSQL pool (the system of record).
+	Pool *pgxpool.Pool
+	// Redis and RedisPrefix are the Redis client and the instance's key
+	// prefix, for erasing keys that name a user.
+	Redis       redis.UniversalClient
+	RedisPrefix string
+	// Storage is the S3 bucket of users' files and export archives.
+	Storage *storage.Client
+	// Sessions are the auth sessions in Redis.
+	Sessions *session.Store
+	// MasterKeys unwrap users' data keys, to decrypt their data for export.
+	MasterKeys *fieldcrypt.MasterKeys
+	// Audit writes and pseudonymises the audit trail.
+	Audit *audit.Log
+	// Erasure replaces the registry the account erasure runs; nil means
+	// erasure.Default over the stores above. Tests set it.
+	Erasure *erasure.Registry
 }
 
 // Workers registers every worker.
 func Workers(deps Deps) (*river.Workers, error) {
+	eraser := deps.Erasure
+	if eraser == nil {
+		eraser = erasure.Default(erasure.Deps{
+			Pool:             deps.Pool,
+			Storage:          deps.Storage,
+			Sessions:         deps.Sessions,
+			Redis:            deps.Redis,
+			RedisPrefix:      deps.RedisPrefix,
+			Mongo:            deps.Mongo,
+			MongoCollections: CacheCollections,
+			Audit:            deps.Audit,
+		})
+	}
+	// A nil pool must stay a nil interface, or the worker's check passes
+	// and the query panics.
+	var accounts dbsqlc.DBTX
+	if deps.Pool != nil {
+		accounts = deps.Pool
+	}
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely(workers, &CacheCleanupWorker{Mongo: deps.Mongo}); err != nil {
+		return nil, err
+	}
+	if err := river.AddWorkerSafely(workers, &DataExportWorker{
+		Pool: deps.Pool, Storage: deps.Storage, Sessions: deps.Sessions,
+		MasterKeys: deps.MasterKeys, Audit: deps.Audit,
+	}); err != nil {
+		return nil, err
+	}
+	if err := river.AddWorkerSafely(workers, &ExportRetentionWorker{Pool: deps.Pool, Storage: deps.Storage}); err != nil {
+		return nil, err
+	}
+	if err := river.AddWorkerSafely(workers, &AccountErasureWorker{DB: accounts, Erasure: eraser}); err != nil {
 		return nil, err
 	}
 	return workers, nil
@@ -55,6 +114,13 @@ func PeriodicJobs() []*river.PeriodicJob {
 			river.PeriodicInterval(15*time.Minute),
 			func() (river.JobArgs, *river.InsertOpts) { return CacheCleanupArgs{}, nil },
 			&river.PeriodicJobOpts{ID: CacheCleanupArgs{}.Kind(), RunOnStart: true},
+		),
+		// Archives expire after ExportTTL; an hour late is fine. Not run on
+		// start: a deploy need not sweep.
+		river.NewPeriodicJob(
+			river.PeriodicInterval(time.Hour),
+			func() (river.JobArgs, *river.InsertOpts) { return ExportRetentionArgs{}, nil },
+			&river.PeriodicJobOpts{ID: ExportRetentionArgs{}.Kind()},
 		),
 	}
 }

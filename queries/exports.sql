@@ -1,4 +1,4 @@
--- DataExportStart returns the export in progress for the user, creating
+-- DataExportCreate returns the export in progress for the user, creating
 -- one when there is none, so asking twice never builds two archives.
 -- name: DataExportCreate :one
 INSERT INTO data_exports (user_id) VALUES (@user_id)

@@ -27,9 +27,10 @@ import (
 // apiTestBundle is a real API handler over a fresh database, served by an
 // httptest server that speaks HTTP/1.1 and h2c like production.
 type apiTestBundle struct {
-	db     *testkit.Database
-	server *httptest.Server
-	logs   *syncBuffer
+	db       *testkit.Database
+	identity *identityFixture
+	server   *httptest.Server
+	logs     *syncBuffer
 	// h2c is an HTTP client that speaks cleartext HTTP/2, as gRPC needs.
 	h2c *http.Client
 }
@@ -43,11 +44,13 @@ func setupAPI(t testing.TB, mutate ...func(*Options)) *apiTestBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
+	identity := newIdentity(t, db)
 	opts := Options{
 		Pool:      db.Pool,
 		Logger:    slog.New(slog.NewJSONHandler(logs, nil)),
 		Readiness: NewReadiness(time.Second, Check{Name: "postgres", Fn: db.Pool.Ping}),
 		Metrics:   metrics,
+		Identity:  identity.Identity,
 	}
 	for _, m := range mutate {
 		m(&opts)
@@ -65,7 +68,7 @@ func setupAPI(t testing.TB, mutate ...func(*Options)) *apiTestBundle {
 	protocols.SetUnencryptedHTTP2(true)
 	h2c := &http.Client{Transport: &http.Transport{Protocols: protocols}}
 	t.Cleanup(h2c.CloseIdleConnections)
-	return &apiTestBundle{db: db, server: srv, logs: logs, h2c: h2c}
+	return &apiTestBundle{db: db, identity: identity, server: srv, logs: logs, h2c: h2c}
 }
 
 // insertBranch adds a branch with Monday hours and returns its id.

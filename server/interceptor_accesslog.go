@@ -7,8 +7,22 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/nxg-fitness/nxg/internal/clientinfo"
 	"github.com/nxg-fitness/nxg/internal/requestid"
 )
+
+// callState is filled in by inner interceptors for the access log, which
+// runs outside them: the authenticated user, once known.
+type callState struct {
+	userID string
+}
+
+type callStateKey struct{}
+
+func callStateFrom(ctx context.Context) *callState {
+	s, _ := ctx.Value(callStateKey{}).(*callState)
+	return s
+}
 
 // accessLogInterceptor writes one structured line per RPC (per stream, when
 // it ends) with the code the client actually received. It sits outside the
@@ -27,8 +41,9 @@ func (i *accessLogInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFu
 			return next(ctx, req)
 		}
 		start := time.Now()
-		resp, err := next(ctx, req)
-		i.log(ctx, req.Spec(), req.Peer(), start, err)
+		state := &callState{}
+		resp, err := next(context.WithValue(ctx, callStateKey{}, state), req)
+		i.log(ctx, req.Spec(), req.Peer(), state, start, err)
 		return resp, err
 	}
 }
@@ -40,13 +55,14 @@ func (i *accessLogInterceptor) WrapStreamingClient(next connect.StreamingClientF
 func (i *accessLogInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		start := time.Now()
-		err := next(ctx, conn)
-		i.log(ctx, conn.Spec(), conn.Peer(), start, err)
+		state := &callState{}
+		err := next(context.WithValue(ctx, callStateKey{}, state), conn)
+		i.log(ctx, conn.Spec(), conn.Peer(), state, start, err)
 		return err
 	}
 }
 
-func (i *accessLogInterceptor) log(ctx context.Context, spec connect.Spec, peer connect.Peer, start time.Time, err error) {
+func (i *accessLogInterceptor) log(ctx context.Context, spec connect.Spec, peer connect.Peer, state *callState, start time.Time, err error) {
 	code := codeName(err)
 	level := slog.LevelInfo
 	switch connect.CodeOf(err) {
@@ -62,6 +78,8 @@ func (i *accessLogInterceptor) log(ctx context.Context, spec connect.Spec, peer 
 		slog.String("procedure", spec.Procedure),
 		slog.String("protocol", peer.Protocol),
 		slog.String("peer", peer.Addr),
+		slog.String("client_ip", clientinfo.From(ctx).IP),
+		slog.String("user_id", state.userID),
 		slog.String("code", code),
 		slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
 	)

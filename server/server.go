@@ -16,11 +16,22 @@ import (
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"connectrpc.com/validate"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
 	"github.com/rs/cors"
 
 	"github.com/nxg-fitness/nxg/gen/nxg/v1/nxgv1connect"
+	"github.com/nxg-fitness/nxg/internal/audit"
+	"github.com/nxg-fitness/nxg/internal/auth"
+	"github.com/nxg-fitness/nxg/internal/auth/password"
+	"github.com/nxg-fitness/nxg/internal/auth/session"
+	"github.com/nxg-fitness/nxg/internal/auth/token"
+	"github.com/nxg-fitness/nxg/internal/clientinfo"
+	"github.com/nxg-fitness/nxg/internal/fieldcrypt"
+	"github.com/nxg-fitness/nxg/internal/ratelimit"
 	"github.com/nxg-fitness/nxg/internal/requestid"
+	"github.com/nxg-fitness/nxg/internal/storage"
 )
 
 // maxMessageBytes caps one request message. The largest legitimate message
@@ -40,12 +51,51 @@ type Options struct {
 	CORSOrigins []string
 	// UnaryTimeout bounds a unary RPC whose client set no deadline.
 	UnaryTimeout time.Duration
+	// ClientInfo works out clients' IPs; nil trusts no proxy.
+	ClientInfo *clientinfo.Resolver
+
+	// Identity holds what authentication and the account services need.
+	Identity Identity
+}
+
+// Identity is the set of stores and keys behind accounts and sessions.
+type Identity struct {
+	Tokens       *token.Issuer
+	Sessions     *session.Store
+	Passwords    *password.Hasher
+	LoginLimiter *ratelimit.LoginLimiter
+	Limiter      *ratelimit.Limiter
+	Audit        *audit.Log
+	MasterKeys   *fieldcrypt.MasterKeys
+	Storage      *storage.Client
+	// River inserts jobs (exports, erasures) in the callers' transactions.
+	River *river.Client[pgx.Tx]
+	// JWKS is the public key set served at /.well-known/jwks.json.
+	JWKS []byte
+}
+
+func (id Identity) complete() bool {
+	return id.Tokens != nil && id.Sessions != nil && id.Passwords != nil && id.LoginLimiter != nil &&
+		id.Limiter != nil && id.Audit != nil && id.MasterKeys != nil && id.Storage != nil &&
+		id.River != nil && len(id.JWKS) > 0
+}
+
+// publicProcedures need no access token.
+var publicProcedures = []string{
+	nxgv1connect.GymServiceListBranchesProcedure,
+	nxgv1connect.GymServiceGetBranchProcedure,
+	nxgv1connect.AuthServiceRegisterProcedure,
+	nxgv1connect.AuthServiceLoginProcedure,
+	nxgv1connect.AuthServiceRefreshProcedure,
 }
 
 // NewHandler returns the API handler.
 func NewHandler(opts Options) (http.Handler, error) {
-	if opts.Pool == nil || opts.Logger == nil || opts.Readiness == nil || opts.Metrics == nil {
-		return nil, errors.New("server: Pool, Logger, Readiness and Metrics are required")
+	if opts.Pool == nil || opts.Logger == nil || opts.Readiness == nil || opts.Metrics == nil || !opts.Identity.complete() {
+		return nil, errors.New("server: Pool, Logger, Readiness, Metrics and every Identity dependency are required")
+	}
+	if opts.ClientInfo == nil {
+		opts.ClientInfo = clientinfo.NewResolver(nil)
 	}
 	if opts.UnaryTimeout <= 0 {
 		opts.UnaryTimeout = 30 * time.Second
@@ -61,6 +111,15 @@ func NewHandler(opts Options) (http.Handler, error) {
 		{nxgv1connect.GymServiceName, func() (string, http.Handler) {
 			return nxgv1connect.NewGymServiceHandler(NewGymService(opts.Pool), handlerOpts...)
 		}},
+		{nxgv1connect.AuthServiceName, func() (string, http.Handler) {
+			return nxgv1connect.NewAuthServiceHandler(NewAuthService(opts.Pool, opts.Identity, opts.Logger), handlerOpts...)
+		}},
+		{nxgv1connect.ProfileServiceName, func() (string, http.Handler) {
+			return nxgv1connect.NewProfileServiceHandler(NewProfileService(opts.Pool, opts.Identity, opts.Logger), handlerOpts...)
+		}},
+		{nxgv1connect.AuditServiceName, func() (string, http.Handler) {
+			return nxgv1connect.NewAuditServiceHandler(NewAuditService(opts.Pool, opts.Identity), handlerOpts...)
+		}},
 	}
 	names := make([]string, 0, len(services))
 	for _, s := range services {
@@ -74,8 +133,9 @@ func NewHandler(opts Options) (http.Handler, error) {
 	mux.Handle(grpchealth.NewHandler(opts.Readiness))
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.Handle("GET /readyz", opts.Readiness)
+	mux.Handle("GET /.well-known/jwks.json", jwksHandler(opts.Identity.JWKS))
 
-	return withRequestID(withCORS(opts.CORSOrigins, mux)), nil
+	return withRequestID(opts.ClientInfo.Middleware(withCORS(opts.CORSOrigins, mux))), nil
 }
 
 // handlerOptions are the options every Connect service is mounted with.
@@ -83,7 +143,8 @@ func handlerOptions(opts Options) []connect.HandlerOption {
 	// Interceptors run outermost first. The access log and metrics sit
 	// outside the error mapper so they record the code the client got; the
 	// Sentry hub is set up before the mapper so it can report faults with
-	// request context; validation runs innermost, just before the handler.
+	// request context. Then authentication, rate limits (which need the
+	// user) and validation, just before the handler.
 	return []connect.HandlerOption{
 		connect.WithInterceptors(
 			newAccessLogInterceptor(opts.Logger),
@@ -91,11 +152,25 @@ func handlerOptions(opts Options) []connect.HandlerOption {
 			newSentryInterceptor(),
 			newErrorInterceptor(opts.Logger),
 			newTimeoutInterceptor(opts.UnaryTimeout),
+			newAuthInterceptor(auth.NewAuthenticator(opts.Identity.Tokens, opts.Identity.Sessions), publicProcedures),
+			newRateLimitInterceptor(opts.Identity.Limiter, opts.Logger),
 			validate.NewInterceptor(),
 		),
 		connect.WithReadMaxBytes(maxMessageBytes),
 		connect.WithCompressMinBytes(1024),
 	}
+}
+
+// jwksHandler publishes the public keys that verify access tokens, for
+// other services and clients that verify tokens themselves.
+func jwksHandler(jwks []byte) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		// Short enough that a rotated-in key is picked up well within the
+		// 15 minutes an old token lives.
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		_, _ = w.Write(jwks)
+	})
 }
 
 // withCORS lets the listed browser origins (the staff dashboard) call the

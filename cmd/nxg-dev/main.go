@@ -5,8 +5,9 @@
 // nxg, created if missing). Every other dependency that is not configured is
 // started in-process on a free loopback port: Redis (or the local server if
 // one answers), the MongoDB API (FerretDB over the same PostgreSQL), S3, an
-// FCM stand-in and a Sentry-compatible capture. Migrations run, a demo gym is
-// seeded, and the production server wiring (internal/app) starts on top.
+// FCM stand-in and a Sentry-compatible capture. Migrations run, a demo gym and
+// one demo account per role are seeded, and the production server wiring
+// (internal/app) starts on top.
 package main
 
 import (
@@ -19,18 +20,22 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/caarlos0/env/v11"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nxg-fitness/nxg/db"
 	"github.com/nxg-fitness/nxg/internal/app"
+	"github.com/nxg-fitness/nxg/internal/auth/password"
 	"github.com/nxg-fitness/nxg/internal/config"
 	"github.com/nxg-fitness/nxg/internal/demodata"
 	"github.com/nxg-fitness/nxg/internal/devstack"
+	"github.com/nxg-fitness/nxg/internal/fieldcrypt"
 	"github.com/nxg-fitness/nxg/internal/logging"
 )
 
@@ -94,6 +99,9 @@ func run(ctx context.Context, environ map[string]string, stdout, stderr io.Write
 	if err == nil {
 		err = demodata.Seed(ctx, pool)
 	}
+	if err == nil {
+		err = seedAccounts(ctx, pool, cfg)
+	}
 	pool.Close()
 	if err != nil {
 		return err
@@ -105,6 +113,20 @@ func run(ctx context.Context, environ map[string]string, stdout, stderr io.Write
 	}
 	printBanner(stderr, a, cfg, stack)
 	return a.Run(ctx)
+}
+
+// seedAccounts creates the demo sign-ins (one per role) with the same
+// master key the server uses, so their profiles are readable.
+func seedAccounts(ctx context.Context, pool *pgxpool.Pool, cfg config.Config) error {
+	spec, err := cfg.Auth.MasterKeySpec()
+	if err != nil {
+		return err
+	}
+	keys, err := fieldcrypt.ParseMasterKeys(spec)
+	if err != nil {
+		return fmt.Errorf("NXG_MASTER_KEY: %w", err)
+	}
+	return demodata.SeedAccounts(ctx, pool, password.NewHasher(password.Options{}), keys)
 }
 
 func valueOr(environ map[string]string, key, def string) string {
@@ -238,15 +260,27 @@ NXG dev server is up.
   FCM                            %[12]s
   Sentry                         %[13]s
 
+Accounts:%[14]s
+
 Try it:
   curl -s -H 'Content-Type: application/json' -d '{}' %[1]s/nxg.v1.GymService/ListBranches
+  curl -s -H 'Content-Type: application/json' -d '{"email":"%[15]s","password":"%[16]s"}' %[1]s/nxg.v1.AuthService/Login
   curl -s '%[1]s/nxg.v1.GymService/ListBranches?connect=v1&encoding=json&message=%%7B%%7D'
   go tool -modfile=tools/go.mod buf curl --protocol grpc --http2-prior-knowledge %[1]s/nxg.v1.GymService/ListBranches
 
 `, api, ops, cfg.OpsUser, cfg.OpsPassword.Reveal(), redact(cfg.DatabaseURL.Reveal()),
 		redisKind, pad(len(redisKind)), redact(cfg.RedisURL.Reveal()), redact(cfg.MongoURL.Reveal()),
 		orDefault(cfg.S3.Endpoint, "AWS"), cfg.S3.Bucket, orDefault(cfg.Firebase.Endpoint, "Google FCM"),
-		sentryLine(cfg, stack))
+		sentryLine(cfg, stack), accountLines(), demodata.Accounts[0].Email, demodata.Accounts[0].Password)
+}
+
+// accountLines lists the demo sign-ins, one a line.
+func accountLines() string {
+	var b strings.Builder
+	for _, a := range demodata.Accounts {
+		fmt.Fprintf(&b, "\n  %s / %s (%s)", a.Email, a.Password, a.Role)
+	}
+	return b.String()
 }
 
 func sentryLine(cfg config.Config, stack *devstack.Stack) string {

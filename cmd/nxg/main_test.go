@@ -36,7 +36,7 @@ func TestRunUsage(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			var stdout, stderr bytes.Buffer
-			err := run(context.Background(), args, map[string]string{}, &stdout, &stderr)
+			err := run(context.Background(), args, map[string]string{}, strings.NewReader(""), &stdout, &stderr)
 			if !errors.Is(err, errUsage) {
 				t.Fatalf("run(%q) = %v, want errUsage", args, err)
 			}
@@ -56,7 +56,7 @@ func TestRunServeWithoutConfiguration(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := run(ctx, []string{"serve"}, map[string]string{}, &stdout, &stderr)
+	err := run(ctx, []string{"serve"}, map[string]string{}, strings.NewReader(""), &stdout, &stderr)
 	if err == nil {
 		t.Fatal("serve with an empty environment succeeded")
 	}
@@ -141,7 +141,7 @@ func TestRunMigrate(t *testing.T) {
 	migrate := func() []logLine {
 		t.Helper()
 		var stdout, stderr bytes.Buffer
-		if err := run(ctx, []string{"migrate"}, environ, &stdout, &stderr); err != nil {
+		if err := run(ctx, []string{"migrate"}, environ, strings.NewReader(""), &stdout, &stderr); err != nil {
 			t.Fatalf("migrate: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 		}
 		if stderr.Len() != 0 {
@@ -238,7 +238,7 @@ func TestRunMigrateUnreachableDatabase(t *testing.T) {
 		"NXG_FCM_ENDPOINT":    "http://127.0.0.1:1",
 	}
 	maps.Copy(environ, testkit.AuthEnv(t))
-	err := run(context.Background(), []string{"migrate"}, environ, &stdout, &stderr)
+	err := run(context.Background(), []string{"migrate"}, environ, strings.NewReader(""), &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1/nxg") {
 		t.Fatalf("migrate against a closed port = %v, want an error naming 127.0.0.1:1/nxg", err)
 	}

@@ -18,7 +18,7 @@ ON CONFLICT (user_id) WHERE status = 'pending' DO NOTHING
 RETURNING id, user_id, status, object_key, failure_reason, created_at, completed_at, expires_at
 `
 
-// DataExportStart returns the export in progress for the user, creating
+// DataExportCreate returns the export in progress for the user, creating
 // one when there is none, so asking twice never builds two archives.
 func (q *Queries) DataExportCreate(ctx context.Context, db DBTX, userID uuid.UUID) (DataExport, error) {
 	row := db.QueryRow(ctx, dataExportCreate, userID)

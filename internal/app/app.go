@@ -26,9 +26,16 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/nxg-fitness/nxg/db"
+	"github.com/nxg-fitness/nxg/internal/audit"
+	"github.com/nxg-fitness/nxg/internal/auth/password"
+	"github.com/nxg-fitness/nxg/internal/auth/session"
+	"github.com/nxg-fitness/nxg/internal/auth/token"
+	"github.com/nxg-fitness/nxg/internal/clientinfo"
 	"github.com/nxg-fitness/nxg/internal/config"
+	"github.com/nxg-fitness/nxg/internal/fieldcrypt"
 	"github.com/nxg-fitness/nxg/internal/logging"
 	"github.com/nxg-fitness/nxg/internal/push"
+	"github.com/nxg-fitness/nxg/internal/ratelimit"
 	"github.com/nxg-fitness/nxg/internal/storage"
 	"github.com/nxg-fitness/nxg/jobs"
 	"github.com/nxg-fitness/nxg/server"
@@ -50,6 +57,11 @@ type App struct {
 	Push     *push.Client
 	River    *river.Client[pgx.Tx]
 	Registry *prometheus.Registry
+
+	masterKeys *fieldcrypt.MasterKeys
+	auditLog   *audit.Log
+	sessions   *session.Store
+	identity   server.Identity
 
 	readiness *server.Readiness
 	// stopOps ends River UI's background queries; they must stop before the
@@ -120,7 +132,20 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 		return nil, fmt.Errorf("firebase: %w", err)
 	}
 
-	workers, err := jobs.Workers(jobs.Deps{Mongo: a.MongoDB})
+	if err := a.buildIdentity(cfg); err != nil {
+		return nil, err
+	}
+
+	workers, err := jobs.Workers(jobs.Deps{
+		Mongo:       a.MongoDB,
+		Pool:        a.Pool,
+		Redis:       a.Redis,
+		RedisPrefix: redisPrefix,
+		Storage:     a.Storage,
+		Sessions:    a.sessions,
+		MasterKeys:  a.masterKeys,
+		Audit:       a.auditLog,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("river workers: %w", err)
 	}
@@ -151,6 +176,11 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 		server.Check{Name: "shutdown", Fn: a.checkNotDraining},
 	)
 
+	trusted, err := clientinfo.ParsePrefixes(cfg.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("NXG_TRUSTED_PROXIES: %w", err)
+	}
+	a.identity.River = a.River
 	apiHandler, err := server.NewHandler(server.Options{
 		Pool:         a.Pool,
 		Logger:       logger,
@@ -158,6 +188,8 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 		Metrics:      metrics,
 		CORSOrigins:  cfg.CORSOrigins,
 		UnaryTimeout: cfg.UnaryTimeout,
+		ClientInfo:   clientinfo.NewResolver(trusted),
+		Identity:     a.identity,
 	})
 	if err != nil {
 		return nil, err
@@ -192,6 +224,8 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 			Environment:      cfg.SentryEnvironment,
 			Release:          "nxg@" + Version,
 			AttachStacktrace: true,
+			SendDefaultPII:   false,
+			BeforeSend:       scrubSentryEvent,
 		}); err != nil {
 			a.apiListener.Close()
 			a.opsListener.Close()
@@ -199,6 +233,70 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 		}
 	}
 	return a, nil
+}
+
+// scrubSentryEvent keeps personal data and credentials out of Sentry:
+// events carry the request id, procedure and user id (set by the
+// interceptors) and nothing of the HTTP request, whose headers hold bearer
+// tokens and whose bodies hold passwords and personal fields.
+func scrubSentryEvent(event *sentry.Event, _ *sentry.EventHint) *sentry.Event {
+	event.Request = nil
+	event.User = sentry.User{ID: event.User.ID}
+	event.ServerName = ""
+	return event
+}
+
+// redisPrefix namespaces every key NXG writes in Redis, so the instance can
+// share a Redis with other software.
+const redisPrefix = "nxg:"
+
+// buildIdentity makes the keys and stores behind accounts and sessions.
+// Config validation has parsed every key already; errors here mean the
+// environment changed in between, and are reported the same way.
+func (a *App) buildIdentity(cfg config.Config) error {
+	jwks, err := cfg.Auth.JWTKeySet()
+	if err != nil {
+		return err
+	}
+	ring, err := token.ParseKeyRing(jwks)
+	if err != nil {
+		return fmt.Errorf("NXG_JWT_KEYS: %w", err)
+	}
+	publicJWKS, err := ring.PublicJWKS()
+	if err != nil {
+		return fmt.Errorf("NXG_JWT_KEYS: %w", err)
+	}
+	tokens, err := token.NewIssuer(token.IssuerConfig{Keys: ring, Issuer: cfg.Auth.JWTIssuer, Audience: cfg.Auth.JWTAudience})
+	if err != nil {
+		return err
+	}
+	spec, err := cfg.Auth.MasterKeySpec()
+	if err != nil {
+		return err
+	}
+	if a.masterKeys, err = fieldcrypt.ParseMasterKeys(spec); err != nil {
+		return fmt.Errorf("NXG_MASTER_KEY: %w", err)
+	}
+	auditKey, err := cfg.Auth.AuditKeyBytes()
+	if err != nil {
+		return err
+	}
+	if a.auditLog, err = audit.New(auditKey); err != nil {
+		return err
+	}
+	a.sessions = session.NewStore(a.Redis, redisPrefix, session.Options{})
+	a.identity = server.Identity{
+		Tokens:       tokens,
+		Sessions:     a.sessions,
+		Passwords:    password.NewHasher(password.Options{}),
+		LoginLimiter: ratelimit.NewLoginLimiter(a.Redis, redisPrefix, ratelimit.LoginConfig{}),
+		Limiter:      ratelimit.NewLimiter(a.Redis, redisPrefix),
+		Audit:        a.auditLog,
+		MasterKeys:   a.masterKeys,
+		Storage:      a.Storage,
+		JWKS:         publicJWKS,
+	}
+	return nil
 }
 
 // APIAddr is the address the API listens on.

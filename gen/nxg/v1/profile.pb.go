@@ -336,7 +336,7 @@ type Profile struct {
 	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// email is the sign-in address; output only.
 	Email string `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
-	// display_name is the name shown in the app and on machine screens.
+	// display_name is the name shown in the app and on machine screens; it cannot be cleared.
 	DisplayName string `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
 	// date_of_birth is a calendar day, YYYY-MM-DD.
 	DateOfBirth string `protobuf:"bytes,4,opt,name=date_of_birth,json=dateOfBirth,proto3" json:"date_of_birth,omitempty"`
@@ -1407,7 +1407,7 @@ type GetDataExportResponse struct {
 	ExportId string `protobuf:"bytes,1,opt,name=export_id,json=exportId,proto3" json:"export_id,omitempty"`
 	// status is where the export is.
 	Status ExportStatus `protobuf:"varint,2,opt,name=status,proto3,enum=nxg.v1.ExportStatus" json:"status,omitempty"`
-	// download_url fetches the JSON archive while status is READY; it works for 15 minutes.
+	// download_url fetches the JSON archive while status is READY; it works for at most 15 minutes.
 	DownloadUrl string `protobuf:"bytes,3,opt,name=download_url,json=downloadUrl,proto3" json:"download_url,omitempty"`
 	// expires_at is when the archive will be deleted (READY), or when download_url stops working.
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
@@ -1578,11 +1578,11 @@ var File_nxg_v1_profile_proto protoreflect.FileDescriptor
 
 const file_nxg_v1_profile_proto_rawDesc = "" +
 	"\n" +
-	"\x14nxg/v1/profile.proto\x12\x06nxg.v1\x1a\x1bbuf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x05\n" +
+	"\x14nxg/v1/profile.proto\x12\x06nxg.v1\x1a\x1bbuf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x05\n" +
 	"\aProfile\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
-	"\x05email\x18\x02 \x01(\tR\x05email\x12,\n" +
-	"\fdisplay_name\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18PR\vdisplayName\x12a\n" +
+	"\x05email\x18\x02 \x01(\tR\x05email\x12/\n" +
+	"\fdisplay_name\x18\x03 \x01(\tB\f\xbaH\t\xd8\x01\x01r\x04\x10\x01\x18PR\vdisplayName\x12a\n" +
 	"\rdate_of_birth\x18\x04 \x01(\tB=\xbaH:\xd8\x01\x01r523^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$R\vdateOfBirth\x12'\n" +
 	"\x03sex\x18\x05 \x01(\x0e2\v.nxg.v1.SexB\b\xbaH\x05\x82\x01\x02\x10\x01R\x03sex\x127\n" +
 	"\theight_cm\x18\x06 \x01(\x01B\x1a\xbaH\x17\xd8\x01\x01\x12\x12\x19\x00\x00\x00\x00\x00\x80q@)\x00\x00\x00\x00\x00\x00I@R\bheightCm\x12@\n" +
