@@ -352,8 +352,8 @@ func TestClientConfig(t *testing.T) {
 		if client.PeriodicJobs() == nil {
 			t.Error("client has no periodic job bundle")
 		}
-		if n := len(jobs.PeriodicJobs()); n != 2 {
-			t.Errorf("PeriodicJobs() has %d jobs, want 2 (cache cleanup, export retention)", n)
+		if n := len(jobs.PeriodicJobs()); n != 3 {
+			t.Errorf("PeriodicJobs() has %d jobs, want 3 (cache cleanup, export retention, master key rewrap)", n)
 		}
 	})
 

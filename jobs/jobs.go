@@ -103,6 +103,9 @@ func Workers(deps Deps) (*river.Workers, error) {
 	if err := river.AddWorkerSafely(workers, &AccountErasureWorker{DB: accounts, Erasure: eraser}); err != nil {
 		return nil, err
 	}
+	if err := river.AddWorkerSafely(workers, &MasterKeyRewrapWorker{Pool: deps.Pool, MasterKeys: deps.MasterKeys}); err != nil {
+		return nil, err
+	}
 	return workers, nil
 }
 
@@ -121,6 +124,14 @@ func PeriodicJobs() []*river.PeriodicJob {
 			river.PeriodicInterval(time.Hour),
 			func() (river.JobArgs, *river.InsertOpts) { return ExportRetentionArgs{}, nil },
 			&river.PeriodicJobOpts{ID: ExportRetentionArgs{}.Kind()},
+		),
+		// Run on start: a deploy that rotates the master key gets every data
+		// key re-wrapped under the new one without anyone remembering to
+		// ask; without a rotation it only reads.
+		river.NewPeriodicJob(
+			river.PeriodicInterval(24*time.Hour),
+			func() (river.JobArgs, *river.InsertOpts) { return MasterKeyRewrapArgs{}, nil },
+			&river.PeriodicJobOpts{ID: MasterKeyRewrapArgs{}.Kind(), RunOnStart: true},
 		),
 	}
 }
