@@ -149,4 +149,3 @@ func TestMasterKeyRewrap(t *testing.T) {
 		}
 	})
 }
-

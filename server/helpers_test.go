@@ -1,25 +1,7 @@
 package server
 
-import (
-	"bytes"
-	"sync"
-)
+import "github.com/nxg-fitness/nxg/internal/testkit"
 
-// syncBuffer is a bytes.Buffer safe for a logger writing from handler
-// goroutines while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer collects a logger's output from handler goroutines while the
+// test reads it.
+type syncBuffer = testkit.SyncBuffer
