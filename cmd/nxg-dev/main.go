@@ -306,7 +306,7 @@ func orDefault(v, def string) string {
 }
 
 func pad(n int) string {
-	const width = 24
+	const width = 22
 	if n >= width {
 		return ""
 	}
