@@ -185,6 +185,7 @@ func (b *gdprBundle) seedUser(t *testing.T, name string) seededUser {
 		t.Fatal(err)
 	}
 	b.exec(t, `INSERT INTO staff_branches (user_id, branch_id) VALUES ($1, $2)`, u.ID, branch)
+	b.exec(t, `INSERT INTO memberships (user_id, branch_id, valid_from, valid_until, created_by) VALUES ($1, $2, '2024-01-01T00:00:00Z', '2025-01-01T00:00:00Z', $1), ($1, NULL, '2024-06-01T00:00:00Z', NULL, NULL)`, u.ID, branch)
 	b.exec(t, `INSERT INTO profiles (user_id, date_of_birth_enc, sex_enc, height_cm_enc, phone_enc, fitness_goal, activity_level, unit_system, timezone, home_branch_id)
 		VALUES ($1, $2, $3, $4, $5, 'build_muscle', 'active', 'metric', 'Europe/London', $6)`,
 		u.ID, seal("date_of_birth_enc", seedDOB), seal("sex_enc", seedSex), seal("height_cm_enc", num(seedHeight)), seal("phone_enc", seedPhone), branch)

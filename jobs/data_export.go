@@ -224,6 +224,7 @@ type (
 		BodyMetrics     []exportBodyMetrics `json:"body_metrics"`
 		PrivacySettings *exportPrivacy      `json:"privacy_settings"`
 		StaffBranches   []exportBranch      `json:"staff_branches"`
+		Memberships     []exportMembership  `json:"memberships"`
 		Sessions        []exportSession     `json:"sessions"`
 		AuditEvents     []exportAuditEvent  `json:"audit_events"`
 		DataExports     []exportRecord      `json:"data_exports"`
@@ -265,6 +266,15 @@ type (
 		ShareAnalytics         bool      `json:"share_analytics"`
 		MarketingNotifications bool      `json:"marketing_notifications"`
 		UpdatedAt              time.Time `json:"updated_at"`
+	}
+	// exportMembership is one of the user's memberships; who granted it is
+	// another person's data and not disclosed.
+	exportMembership struct {
+		ID         uuid.UUID  `json:"id"`
+		BranchID   *uuid.UUID `json:"branch_id"`
+		ValidFrom  time.Time  `json:"valid_from"`
+		ValidUntil *time.Time `json:"valid_until"`
+		EndedAt    *time.Time `json:"ended_at"`
 	}
 	exportBranch struct {
 		ID   uuid.UUID `json:"id"`
@@ -322,6 +332,7 @@ func (w *DataExportWorker) build(ctx context.Context, user dbsqlc.User, exp dbsq
 		},
 		BodyMetrics:   []exportBodyMetrics{},
 		StaffBranches: []exportBranch{},
+		Memberships:   []exportMembership{},
 		Sessions:      []exportSession{},
 		AuditEvents:   []exportAuditEvent{},
 		DataExports:   []exportRecord{},
@@ -407,6 +418,24 @@ func (w *DataExportWorker) readDatabase(ctx context.Context, tx pgx.Tx, dk *fiel
 	}
 	for _, b := range branches {
 		a.StaffBranches = append(a.StaffBranches, exportBranch{ID: b.BranchID, Name: b.Name})
+	}
+
+	memberships, err := queries.MembershipsAll(ctx, tx, userID)
+	if err != nil {
+		return fmt.Errorf("read memberships: %w", err)
+	}
+	for _, m := range memberships {
+		e := exportMembership{ID: m.ID, ValidFrom: m.ValidFrom}
+		if m.BranchID.Valid {
+			e.BranchID = &m.BranchID.UUID
+		}
+		if m.ValidUntil.Valid {
+			e.ValidUntil = &m.ValidUntil.Time
+		}
+		if m.EndedAt.Valid {
+			e.EndedAt = &m.EndedAt.Time
+		}
+		a.Memberships = append(a.Memberships, e)
 	}
 
 	ref := w.Audit.Pseudonym(userID.String())

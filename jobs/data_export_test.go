@@ -59,6 +59,13 @@ type exportArchive struct {
 	StaffBranches []struct {
 		Name string `json:"name"`
 	} `json:"staff_branches"`
+	Memberships []struct {
+		ID         uuid.UUID  `json:"id"`
+		BranchID   *string    `json:"branch_id"`
+		ValidFrom  time.Time  `json:"valid_from"`
+		ValidUntil *time.Time `json:"valid_until"`
+		EndedAt    *time.Time `json:"ended_at"`
+	} `json:"memberships"`
 	Sessions []struct {
 		DeviceName string    `json:"device_name"`
 		IP         string    `json:"ip"`
@@ -186,6 +193,11 @@ func TestDataExport(t *testing.T) {
 		}
 		if len(a.StaffBranches) != 1 || a.StaffBranches[0].Name != u.BranchName {
 			t.Errorf("staff branches = %+v, want %s", a.StaffBranches, u.BranchName)
+		}
+		if ms := a.Memberships; len(ms) != 2 || ms[0].BranchID == nil || *ms[0].BranchID != a.Profile.HomeBranchID ||
+			ms[0].ValidUntil == nil || !ms[0].ValidUntil.Equal(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)) ||
+			ms[1].BranchID != nil || ms[1].ValidUntil != nil || ms[1].EndedAt != nil || ms[1].ID == uuid.Nil {
+			t.Errorf("memberships = %+v, want the branch one then the network-wide one", ms)
 		}
 		devices := []string{}
 		for _, s := range a.Sessions {

@@ -120,6 +120,9 @@ func NewHandler(opts Options) (http.Handler, error) {
 		{nxgv1connect.AuditServiceName, func() (string, http.Handler) {
 			return nxgv1connect.NewAuditServiceHandler(NewAuditService(opts.Pool, opts.Identity), handlerOpts...)
 		}},
+		{nxgv1connect.MembershipServiceName, func() (string, http.Handler) {
+			return nxgv1connect.NewMembershipServiceHandler(NewMembershipService(opts.Pool, opts.Identity), handlerOpts...)
+		}},
 	}
 	names := make([]string, 0, len(services))
 	for _, s := range services {

@@ -81,6 +81,17 @@ type Machine struct {
 	UpdatedAt   time.Time
 }
 
+type Membership struct {
+	ID         uuid.UUID
+	UserID     uuid.UUID
+	BranchID   uuid.NullUUID
+	ValidFrom  time.Time
+	ValidUntil pgtype.Timestamptz
+	EndedAt    pgtype.Timestamptz
+	CreatedBy  uuid.NullUUID
+	CreatedAt  time.Time
+}
+
 type PrivacySetting struct {
 	UserID                 uuid.UUID
 	AppearOnLeaderboards   bool

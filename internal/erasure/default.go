@@ -38,6 +38,9 @@ var UserTables = []Table{
 	{"privacy_settings", "user_id"},
 	{"data_exports", "user_id"},
 	{"staff_branches", "user_id"},
+	// created_by is ON DELETE SET NULL: a grant by the erased user stays
+	// with its member.
+	{"memberships", "user_id"},
 }
 
 // UserRedisKeys are the Redis keys naming a user besides their sessions,
