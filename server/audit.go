@@ -21,9 +21,7 @@ import (
 	"github.com/nxg-fitness/nxg/internal/apperr"
 	"github.com/nxg-fitness/nxg/internal/audit"
 	"github.com/nxg-fitness/nxg/internal/auth"
-	"github.com/nxg-fitness/nxg/internal/clientinfo"
 	"github.com/nxg-fitness/nxg/internal/pagination"
-	"github.com/nxg-fitness/nxg/internal/requestid"
 )
 
 // Audit actions of this service.
@@ -106,17 +104,13 @@ func (s *auditService) ListAuditEvents(ctx context.Context, req *connect.Request
 
 // readEvent is the audit row of one read of the trail.
 func (s *auditService) readEvent(ctx context.Context, p auth.Principal, result audit.Result, details map[string]string) audit.Event {
-	client := clientinfo.From(ctx)
-	return audit.Event{
+	return requestEvent(ctx, audit.Event{
 		ActorID:    p.UserID,
 		Action:     actionAuditRead,
 		TargetType: "audit_trail",
 		Result:     result,
-		IP:         client.IP,
-		UserAgent:  client.UserAgent,
-		RequestID:  requestid.From(ctx),
 		Details:    details,
-	}
+	})
 }
 
 // auditListParams turns the request into query parameters (asking for one

@@ -522,18 +522,14 @@ func (s *authService) ChangePassword(ctx context.Context, req *connect.Request[n
 // record writes an audit row for the current request inside tx. Details
 // must never carry passwords, tokens or emails.
 func (s *authService) record(ctx context.Context, tx pgx.Tx, actor uuid.UUID, action, targetType, targetID string, result audit.Result, details map[string]string) error {
-	client := clientinfo.From(ctx)
-	err := s.id.Audit.Record(ctx, tx, audit.Event{
+	err := s.id.Audit.Record(ctx, tx, requestEvent(ctx, audit.Event{
 		ActorID:    actor,
 		Action:     action,
 		TargetType: targetType,
 		TargetID:   targetID,
 		Result:     result,
-		IP:         client.IP,
-		UserAgent:  client.UserAgent,
-		RequestID:  requestid.From(ctx),
 		Details:    details,
-	})
+	}))
 	if err != nil {
 		return fmt.Errorf("%s: %w", action, err)
 	}

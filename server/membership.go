@@ -20,9 +20,7 @@ import (
 	"github.com/nxg-fitness/nxg/internal/apperr"
 	"github.com/nxg-fitness/nxg/internal/audit"
 	"github.com/nxg-fitness/nxg/internal/auth"
-	"github.com/nxg-fitness/nxg/internal/clientinfo"
 	"github.com/nxg-fitness/nxg/internal/pagination"
-	"github.com/nxg-fitness/nxg/internal/requestid"
 )
 
 // Audit actions of this service. Rows target the member ("user"), so they
@@ -317,18 +315,14 @@ func (s *membershipService) EndMembership(ctx context.Context, req *connect.Requ
 
 // event is an audit row of this service about the member targetUserID.
 func (s *membershipService) event(ctx context.Context, p auth.Principal, action, targetUserID string, details map[string]string) audit.Event {
-	client := clientinfo.From(ctx)
-	return audit.Event{
+	return requestEvent(ctx, audit.Event{
 		ActorID:    p.UserID,
 		Action:     action,
 		TargetType: "user",
 		TargetID:   targetUserID,
 		Result:     audit.ResultSuccess,
-		IP:         client.IP,
-		UserAgent:  client.UserAgent,
-		RequestID:  requestid.From(ctx),
 		Details:    details,
-	}
+	})
 }
 
 // branchLabel names a membership's branch in audit details.

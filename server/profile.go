@@ -214,18 +214,14 @@ func (s *profileService) dataKey(u dbsqlc.User) (*fieldcrypt.DataKey, error) {
 
 // event is the audit row of an action the caller took on their own account.
 func (s *profileService) event(ctx context.Context, userID uuid.UUID, action string, result audit.Result, details map[string]string) audit.Event {
-	client := clientinfo.From(ctx)
-	return audit.Event{
+	return requestEvent(ctx, audit.Event{
 		ActorID:    userID,
 		Action:     action,
 		TargetType: "user",
 		TargetID:   userID.String(),
 		Result:     result,
-		IP:         client.IP,
-		UserAgent:  client.UserAgent,
-		RequestID:  requestid.From(ctx),
 		Details:    details,
-	}
+	})
 }
 
 // --- Profile ---
