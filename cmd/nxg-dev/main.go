@@ -35,7 +35,6 @@ import (
 	"github.com/nxg-fitness/nxg/internal/config"
 	"github.com/nxg-fitness/nxg/internal/demodata"
 	"github.com/nxg-fitness/nxg/internal/devstack"
-	"github.com/nxg-fitness/nxg/internal/fieldcrypt"
 	"github.com/nxg-fitness/nxg/internal/logging"
 )
 
@@ -118,13 +117,9 @@ func run(ctx context.Context, environ map[string]string, stdout, stderr io.Write
 // seedAccounts creates the demo sign-ins (one per role) with the same
 // master key the server uses, so their profiles are readable.
 func seedAccounts(ctx context.Context, pool *pgxpool.Pool, cfg config.Config) error {
-	spec, err := cfg.Auth.MasterKeySpec()
+	keys, err := cfg.Auth.MasterKeys()
 	if err != nil {
 		return err
-	}
-	keys, err := fieldcrypt.ParseMasterKeys(spec)
-	if err != nil {
-		return fmt.Errorf("NXG_MASTER_KEY: %w", err)
 	}
 	return demodata.SeedAccounts(ctx, pool, password.NewHasher(password.Options{}), keys)
 }

@@ -71,13 +71,9 @@ func runAdmin(ctx context.Context, args []string, environ map[string]string, std
 	if err != nil {
 		return err
 	}
-	spec, err := cfg.Auth.MasterKeySpec()
+	keys, err := cfg.Auth.MasterKeys()
 	if err != nil {
 		return err
-	}
-	keys, err := fieldcrypt.ParseMasterKeys(spec)
-	if err != nil {
-		return fmt.Errorf("NXG_MASTER_KEY: %w", err)
 	}
 	log, err := auditLog(cfg)
 	if err != nil {

@@ -254,13 +254,9 @@ const redisPrefix = "nxg:"
 // Config validation has parsed every key already; errors here mean the
 // environment changed in between, and are reported the same way.
 func (a *App) buildIdentity(cfg config.Config) error {
-	jwks, err := cfg.Auth.JWTKeySet()
+	ring, err := cfg.Auth.KeyRing()
 	if err != nil {
 		return err
-	}
-	ring, err := token.ParseKeyRing(jwks)
-	if err != nil {
-		return fmt.Errorf("NXG_JWT_KEYS: %w", err)
 	}
 	publicJWKS, err := ring.PublicJWKS()
 	if err != nil {
@@ -270,12 +266,8 @@ func (a *App) buildIdentity(cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	spec, err := cfg.Auth.MasterKeySpec()
-	if err != nil {
+	if a.masterKeys, err = cfg.Auth.MasterKeys(); err != nil {
 		return err
-	}
-	if a.masterKeys, err = fieldcrypt.ParseMasterKeys(spec); err != nil {
-		return fmt.Errorf("NXG_MASTER_KEY: %w", err)
 	}
 	auditKey, err := cfg.Auth.AuditKeyBytes()
 	if err != nil {

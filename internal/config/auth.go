@@ -13,15 +13,11 @@ import (
 // keys parse, so a bad key stops start-up instead of the first sign-in.
 func (a AuthConfig) validate() []string {
 	var p []string
-	if jwks, err := a.JWTKeySet(); err != nil {
+	if _, err := a.KeyRing(); err != nil {
 		p = append(p, err.Error())
-	} else if _, err := token.ParseKeyRing(jwks); err != nil {
-		p = append(p, "NXG_JWT_KEYS: "+err.Error())
 	}
-	if spec, err := a.MasterKeySpec(); err != nil {
+	if _, err := a.MasterKeys(); err != nil {
 		p = append(p, err.Error())
-	} else if _, err := fieldcrypt.ParseMasterKeys(spec); err != nil {
-		p = append(p, "NXG_MASTER_KEY: "+err.Error())
 	}
 	if a.AuditKey != "" {
 		if _, err := a.AuditKeyBytes(); err != nil {
@@ -45,6 +41,34 @@ func (a AuthConfig) JWTKeySet() ([]byte, error) {
 func (a AuthConfig) MasterKeySpec() (string, error) {
 	b, err := inlineOrFile("NXG_MASTER_KEY", a.MasterKey, a.MasterKeyFile)
 	return string(b), err
+}
+
+// KeyRing reads and parses the access-token signing keys; errors name the
+// variable.
+func (a AuthConfig) KeyRing() (*token.KeyRing, error) {
+	jwks, err := a.JWTKeySet()
+	if err != nil {
+		return nil, err
+	}
+	ring, err := token.ParseKeyRing(jwks)
+	if err != nil {
+		return nil, fmt.Errorf("NXG_JWT_KEYS: %w", err)
+	}
+	return ring, nil
+}
+
+// MasterKeys reads and parses the master key ring; errors name the
+// variable.
+func (a AuthConfig) MasterKeys() (*fieldcrypt.MasterKeys, error) {
+	spec, err := a.MasterKeySpec()
+	if err != nil {
+		return nil, err
+	}
+	keys, err := fieldcrypt.ParseMasterKeys(spec)
+	if err != nil {
+		return nil, fmt.Errorf("NXG_MASTER_KEY: %w", err)
+	}
+	return keys, nil
 }
 
 // AuditKeyBytes decodes NXG_AUDIT_KEY.
