@@ -19,6 +19,7 @@ import (
 	"github.com/nxg-fitness/nxg/internal/auth/session"
 	"github.com/nxg-fitness/nxg/internal/erasure"
 	"github.com/nxg-fitness/nxg/internal/fieldcrypt"
+	"github.com/nxg-fitness/nxg/internal/floor"
 	"github.com/nxg-fitness/nxg/internal/storage"
 )
 
@@ -61,6 +62,9 @@ type Deps struct {
 	MasterKeys *fieldcrypt.MasterKeys
 	// Audit writes and pseudonymises the audit trail.
 	Audit *audit.Log
+	// Floor tunes the gym floor's jobs: session timeouts, idle unlinks and
+	// the offline sweep.
+	Floor floor.Settings
 	// Erasure replaces the registry the account erasure runs; nil means
 	// erasure.Default over the stores above. Tests set it.
 	Erasure *erasure.Registry

@@ -586,3 +586,13 @@ func accountToProto(u dbsqlc.User, staffBranches []uuid.UUID) *nxgv1.User {
 		CreatedAt:      timestamppb.New(u.CreatedAt),
 	}
 }
+
+// DeviceLogin is not built yet (issue 4, devices).
+func (s *authService) DeviceLogin(context.Context, *connect.Request[nxgv1.DeviceLoginRequest]) (*connect.Response[nxgv1.DeviceLoginResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("DeviceLogin is not built yet"))
+}
+
+// CreateWebSocketTicket is not built yet (issue 4, WebSocket).
+func (s *authService) CreateWebSocketTicket(context.Context, *connect.Request[nxgv1.CreateWebSocketTicketRequest]) (*connect.Response[nxgv1.CreateWebSocketTicketResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("CreateWebSocketTicket is not built yet"))
+}

@@ -51,6 +51,7 @@ func setupAPI(t testing.TB, mutate ...func(*Options)) *apiTestBundle {
 		Readiness: NewReadiness(time.Second, Check{Name: "postgres", Fn: db.Pool.Ping}),
 		Metrics:   metrics,
 		Identity:  identity.Identity,
+		Floor:     newFloor(t, db),
 	}
 	for _, m := range mutate {
 		m(&opts)

@@ -16,9 +16,12 @@ import (
 	"github.com/nxg-fitness/nxg/internal/auth/password"
 	"github.com/nxg-fitness/nxg/internal/auth/session"
 	"github.com/nxg-fitness/nxg/internal/auth/token"
+	"github.com/nxg-fitness/nxg/internal/checkin"
 	"github.com/nxg-fitness/nxg/internal/devstack"
 	"github.com/nxg-fitness/nxg/internal/fieldcrypt"
+	"github.com/nxg-fitness/nxg/internal/floor"
 	"github.com/nxg-fitness/nxg/internal/ratelimit"
+	"github.com/nxg-fitness/nxg/internal/realtime"
 	"github.com/nxg-fitness/nxg/internal/storage"
 	"github.com/nxg-fitness/nxg/internal/testkit"
 )
@@ -111,4 +114,44 @@ func jobsOfKind(t testing.TB, db *testkit.Database, kind string) []json.RawMessa
 		t.Fatal(err)
 	}
 	return out
+}
+
+// newFloor returns the gym floor's dependencies over db: a running hub on
+// the database's own listener connection, entrance codes under a fresh key,
+// and a drain context cancelled when the test ends.
+func newFloor(t testing.TB, db *testkit.Database) Floor {
+	t.Helper()
+	hub := realtime.NewHub(realtime.Options{DatabaseURL: db.URL, Channels: floor.Channels, Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = hub.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	waitUntil(t, "the realtime hub to connect", hub.Ready)
+	key, err := base64.StdEncoding.DecodeString(testkit.AuthEnv(t)["NXG_CHECKIN_KEY"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes, err := checkin.NewCodes(key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Floor{Hub: hub, Codes: codes, Settings: floor.Settings{}.WithDefaults(), Draining: ctx}
+}
+
+// waitUntil polls cond every 10ms for up to 10s.
+func waitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -5,6 +5,7 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"log/slog"
@@ -27,9 +28,12 @@ import (
 	"github.com/nxg-fitness/nxg/internal/auth/password"
 	"github.com/nxg-fitness/nxg/internal/auth/session"
 	"github.com/nxg-fitness/nxg/internal/auth/token"
+	"github.com/nxg-fitness/nxg/internal/checkin"
 	"github.com/nxg-fitness/nxg/internal/clientinfo"
 	"github.com/nxg-fitness/nxg/internal/fieldcrypt"
+	"github.com/nxg-fitness/nxg/internal/floor"
 	"github.com/nxg-fitness/nxg/internal/ratelimit"
+	"github.com/nxg-fitness/nxg/internal/realtime"
 	"github.com/nxg-fitness/nxg/internal/requestid"
 	"github.com/nxg-fitness/nxg/internal/storage"
 )
@@ -56,6 +60,25 @@ type Options struct {
 
 	// Identity holds what authentication and the account services need.
 	Identity Identity
+	// Floor holds what check-in, machines, devices and live streams need.
+	Floor Floor
+}
+
+// Floor is what the gym floor's services and streams need.
+type Floor struct {
+	// Hub delivers the notifications of every process's writes.
+	Hub *realtime.Hub
+	// Codes issues and verifies the branches' entrance codes.
+	Codes *checkin.Codes
+	// Settings tune sessions, machines and streams.
+	Settings floor.Settings
+	// Draining is cancelled when the server starts shutting down: live
+	// streams end then, so the HTTP server's drain does not wait on them.
+	Draining context.Context
+}
+
+func (f Floor) complete() bool {
+	return f.Hub != nil && f.Codes != nil && f.Draining != nil
 }
 
 // Identity is the set of stores and keys behind accounts and sessions.
@@ -91,8 +114,8 @@ var publicProcedures = []string{
 
 // NewHandler returns the API handler.
 func NewHandler(opts Options) (http.Handler, error) {
-	if opts.Pool == nil || opts.Logger == nil || opts.Readiness == nil || opts.Metrics == nil || !opts.Identity.complete() {
-		return nil, errors.New("server: Pool, Logger, Readiness, Metrics and every Identity dependency are required")
+	if opts.Pool == nil || opts.Logger == nil || opts.Readiness == nil || opts.Metrics == nil || !opts.Identity.complete() || !opts.Floor.complete() {
+		return nil, errors.New("server: Pool, Logger, Readiness, Metrics and every Identity and Floor dependency are required")
 	}
 	if opts.ClientInfo == nil {
 		opts.ClientInfo = clientinfo.NewResolver(nil)
@@ -102,6 +125,9 @@ func NewHandler(opts Options) (http.Handler, error) {
 	}
 
 	handlerOpts := handlerOptions(opts)
+	guard := newStreamGuard(opts.Floor.Hub, opts.Floor.Settings, opts.Floor.Draining, opts.Logger)
+	gymSessions := NewGymSessionService(opts.Pool, opts.Identity, opts.Floor, guard, opts.Logger)
+	machines := NewMachineService(opts.Pool, opts.Identity, opts.Floor, guard, opts.Logger)
 
 	mux := http.NewServeMux()
 	services := []struct {
@@ -123,6 +149,15 @@ func NewHandler(opts Options) (http.Handler, error) {
 		{nxgv1connect.MembershipServiceName, func() (string, http.Handler) {
 			return nxgv1connect.NewMembershipServiceHandler(NewMembershipService(opts.Pool, opts.Identity), handlerOpts...)
 		}},
+		{nxgv1connect.GymSessionServiceName, func() (string, http.Handler) {
+			return nxgv1connect.NewGymSessionServiceHandler(gymSessions, handlerOpts...)
+		}},
+		{nxgv1connect.MachineServiceName, func() (string, http.Handler) {
+			return nxgv1connect.NewMachineServiceHandler(machines, handlerOpts...)
+		}},
+		{nxgv1connect.DeviceServiceName, func() (string, http.Handler) {
+			return nxgv1connect.NewDeviceServiceHandler(NewDeviceService(opts.Pool, opts.Identity, opts.Floor), handlerOpts...)
+		}},
 	}
 	names := make([]string, 0, len(services))
 	for _, s := range services {
@@ -137,6 +172,7 @@ func NewHandler(opts Options) (http.Handler, error) {
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.Handle("GET /readyz", opts.Readiness)
 	mux.Handle("GET /.well-known/jwks.json", jwksHandler(opts.Identity.JWKS))
+	mux.Handle("GET /ws", newWebSocketHandler(opts, gymSessions, machines, guard))
 
 	return withRequestID(opts.ClientInfo.Middleware(withCORS(opts.CORSOrigins, mux))), nil
 }

@@ -36,17 +36,24 @@ func devKeys(dataDir string) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	audit, err := readOrCreate(filepath.Join(dir, "audit-key"), func() (string, error) {
-		b := make([]byte, 32)
-		if _, err := rand.Read(b); err != nil {
-			return "", err
-		}
-		return base64.StdEncoding.EncodeToString(b), nil
-	})
+	audit, err := readOrCreate(filepath.Join(dir, "audit-key"), randomKey)
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{"NXG_JWT_KEYS": jwks, "NXG_MASTER_KEY": master, "NXG_AUDIT_KEY": audit}, nil
+	checkin, err := readOrCreate(filepath.Join(dir, "checkin-key"), randomKey)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"NXG_JWT_KEYS": jwks, "NXG_MASTER_KEY": master, "NXG_AUDIT_KEY": audit, "NXG_CHECKIN_KEY": checkin}, nil
+}
+
+// randomKey returns 32 random bytes in standard base64.
+func randomKey() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.StdEncoding.EncodeToString(b), nil
 }
 
 // readOrCreate returns the file's content, writing make's result to it

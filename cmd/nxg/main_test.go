@@ -64,7 +64,7 @@ func TestRunServeWithoutConfiguration(t *testing.T) {
 	if !errors.As(err, &cerr) {
 		t.Errorf("error is %T, want *config.Error", err)
 	}
-	for _, name := range []string{"DATABASE_URL", "REDIS_URL", "MONGO_URL", "NXG_OPS_USER", "NXG_OPS_PASSWORD", "S3_BUCKET", "FIREBASE_PROJECT_ID", "NXG_AUDIT_KEY", "NXG_JWT_KEYS", "NXG_MASTER_KEY"} {
+	for _, name := range []string{"DATABASE_URL", "REDIS_URL", "MONGO_URL", "NXG_OPS_USER", "NXG_OPS_PASSWORD", "S3_BUCKET", "FIREBASE_PROJECT_ID", "NXG_AUDIT_KEY", "NXG_CHECKIN_KEY", "NXG_JWT_KEYS", "NXG_MASTER_KEY"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s:\n%v", name, err)
 		}

@@ -13,7 +13,7 @@ import (
 )
 
 const branchGet = `-- name: BranchGet :one
-SELECT id, name, address, timezone, capacity, created_at, updated_at FROM branches WHERE id = $1
+SELECT id, name, address, timezone, capacity, created_at, updated_at, max_session_minutes, idle_unlink_minutes FROM branches WHERE id = $1
 `
 
 func (q *Queries) BranchGet(ctx context.Context, db DBTX, id uuid.UUID) (Branch, error) {
@@ -27,12 +27,14 @@ func (q *Queries) BranchGet(ctx context.Context, db DBTX, id uuid.UUID) (Branch,
 		&i.Capacity,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.MaxSessionMinutes,
+		&i.IdleUnlinkMinutes,
 	)
 	return i, err
 }
 
 const branchList = `-- name: BranchList :many
-SELECT id, name, address, timezone, capacity, created_at, updated_at FROM branches
+SELECT id, name, address, timezone, capacity, created_at, updated_at, max_session_minutes, idle_unlink_minutes FROM branches
 WHERE $1::text IS NULL
    OR (name, id) > ($1::text, $2::uuid)
 ORDER BY name, id
@@ -64,6 +66,8 @@ func (q *Queries) BranchList(ctx context.Context, db DBTX, arg BranchListParams)
 			&i.Capacity,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.MaxSessionMinutes,
+			&i.IdleUnlinkMinutes,
 		); err != nil {
 			return nil, err
 		}
@@ -148,7 +152,7 @@ SET address = EXCLUDED.address,
         WHEN (branches.address, branches.timezone, branches.capacity)
              IS DISTINCT FROM (EXCLUDED.address, EXCLUDED.timezone, EXCLUDED.capacity)
         THEN now() ELSE branches.updated_at END
-RETURNING id, name, address, timezone, capacity, created_at, updated_at
+RETURNING id, name, address, timezone, capacity, created_at, updated_at, max_session_minutes, idle_unlink_minutes
 `
 
 type BranchUpsertParams struct {
@@ -176,6 +180,8 @@ func (q *Queries) BranchUpsert(ctx context.Context, db DBTX, arg BranchUpsertPar
 		&i.Capacity,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.MaxSessionMinutes,
+		&i.IdleUnlinkMinutes,
 	)
 	return i, err
 }

@@ -54,7 +54,7 @@ SET branch_id = EXCLUDED.branch_id,
         WHEN (machines.branch_id, machines.name, machines.machine_type)
              IS DISTINCT FROM (EXCLUDED.branch_id, EXCLUDED.name, EXCLUDED.machine_type)
         THEN now() ELSE machines.updated_at END
-RETURNING id, branch_id, name, machine_type, status, nfc_tag, created_at, updated_at
+RETURNING id, branch_id, name, machine_type, nfc_tag, created_at, updated_at, maintenance, fault, online, last_seen_at, current_link_id, version, status
 `
 
 type MachineUpsertParams struct {
@@ -79,10 +79,16 @@ func (q *Queries) MachineUpsert(ctx context.Context, db DBTX, arg MachineUpsertP
 		&i.BranchID,
 		&i.Name,
 		&i.MachineType,
-		&i.Status,
 		&i.NfcTag,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Maintenance,
+		&i.Fault,
+		&i.Online,
+		&i.LastSeenAt,
+		&i.CurrentLinkID,
+		&i.Version,
+		&i.Status,
 	)
 	return i, err
 }

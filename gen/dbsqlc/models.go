@@ -43,13 +43,15 @@ type BodyMetric struct {
 }
 
 type Branch struct {
-	ID        uuid.UUID
-	Name      string
-	Address   string
-	Timezone  string
-	Capacity  int32
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	ID                uuid.UUID
+	Name              string
+	Address           string
+	Timezone          string
+	Capacity          int32
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+	MaxSessionMinutes int32
+	IdleUnlinkMinutes int32
 }
 
 type BranchOpeningHour struct {
@@ -70,15 +72,74 @@ type DataExport struct {
 	ExpiresAt     pgtype.Timestamptz
 }
 
-type Machine struct {
+type Device struct {
 	ID          uuid.UUID
 	BranchID    uuid.UUID
+	Kind        string
+	MachineID   uuid.NullUUID
 	Name        string
-	MachineType string
-	Status      string
-	NfcTag      string
+	SecretHash  []byte
+	CreatedBy   uuid.NullUUID
 	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	LastLoginAt pgtype.Timestamptz
+	RevokedAt   pgtype.Timestamptz
+	RevokedBy   uuid.NullUUID
+}
+
+type GymSession struct {
+	ID        uuid.UUID
+	UserID    uuid.UUID
+	BranchID  uuid.UUID
+	Method    string
+	DeviceID  uuid.NullUUID
+	StartedAt time.Time
+	ExpiresAt time.Time
+	EndedAt   pgtype.Timestamptz
+	EndReason pgtype.Text
+	EndedBy   uuid.NullUUID
+}
+
+type Machine struct {
+	ID            uuid.UUID
+	BranchID      uuid.UUID
+	Name          string
+	MachineType   string
+	NfcTag        string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	Maintenance   bool
+	Fault         bool
+	Online        bool
+	LastSeenAt    pgtype.Timestamptz
+	CurrentLinkID uuid.NullUUID
+	Version       int64
+	Status        pgtype.Text
+}
+
+type MachineLink struct {
+	ID             uuid.UUID
+	MachineID      uuid.UUID
+	UserID         uuid.UUID
+	GymSessionID   uuid.UUID
+	LinkedAt       time.Time
+	LastActivityAt time.Time
+	EndedAt        pgtype.Timestamptz
+	EndReason      pgtype.Text
+}
+
+type MachineSet struct {
+	ID              uuid.UUID
+	UserID          uuid.UUID
+	GymSessionID    uuid.UUID
+	MachineID       uuid.UUID
+	LinkID          uuid.UUID
+	ClientSetID     string
+	Reps            int32
+	WeightKg        float64
+	DurationSeconds int32
+	DistanceM       float64
+	Calories        int32
+	RecordedAt      time.Time
 }
 
 type Membership struct {

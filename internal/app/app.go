@@ -30,12 +30,15 @@ import (
 	"github.com/nxg-fitness/nxg/internal/auth/password"
 	"github.com/nxg-fitness/nxg/internal/auth/session"
 	"github.com/nxg-fitness/nxg/internal/auth/token"
+	"github.com/nxg-fitness/nxg/internal/checkin"
 	"github.com/nxg-fitness/nxg/internal/clientinfo"
 	"github.com/nxg-fitness/nxg/internal/config"
 	"github.com/nxg-fitness/nxg/internal/fieldcrypt"
+	"github.com/nxg-fitness/nxg/internal/floor"
 	"github.com/nxg-fitness/nxg/internal/logging"
 	"github.com/nxg-fitness/nxg/internal/push"
 	"github.com/nxg-fitness/nxg/internal/ratelimit"
+	"github.com/nxg-fitness/nxg/internal/realtime"
 	"github.com/nxg-fitness/nxg/internal/storage"
 	"github.com/nxg-fitness/nxg/jobs"
 	"github.com/nxg-fitness/nxg/server"
@@ -62,6 +65,16 @@ type App struct {
 	auditLog   *audit.Log
 	sessions   *session.Store
 	identity   server.Identity
+
+	// hub is the process's one listener connection, fanning out the
+	// gym floor's notifications to live streams; stopHub ends it after the
+	// streams have drained, and hubDone closes when it has stopped.
+	hub     *realtime.Hub
+	stopHub context.CancelFunc
+	hubDone chan struct{}
+	// stopStreams ends every live stream at the start of a shutdown, so the
+	// HTTP drain does not wait for streams that would never end by themselves.
+	stopStreams context.CancelFunc
 
 	readiness *server.Readiness
 	// stopOps ends River UI's background queries; they must stop before the
@@ -145,6 +158,7 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 		Sessions:    a.sessions,
 		MasterKeys:  a.masterKeys,
 		Audit:       a.auditLog,
+		Floor:       floorSettings(cfg.Floor),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("river workers: %w", err)
@@ -169,8 +183,25 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 
+	a.hub = realtime.NewHub(realtime.Options{
+		DatabaseURL: cfg.DatabaseURL.Reveal(),
+		Channels:    floor.Channels,
+		Logger:      logger,
+	})
+	checkinKey, err := cfg.Auth.CheckinKeyBytes()
+	if err != nil {
+		return nil, err
+	}
+	codes, err := checkin.NewCodes(checkinKey, nil)
+	if err != nil {
+		return nil, fmt.Errorf("NXG_CHECKIN_KEY: %w", err)
+	}
+	streamsCtx, stopStreams := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopStreams = stopStreams
+
 	a.readiness = server.NewReadiness(2*time.Second,
 		server.Check{Name: "postgres", Fn: a.Pool.Ping},
+		server.Check{Name: "realtime", Fn: a.checkHub},
 		server.Check{Name: "redis", Fn: func(ctx context.Context) error { return a.Redis.Ping(ctx).Err() }},
 		server.Check{Name: "river", Fn: a.checkRiver},
 		server.Check{Name: "shutdown", Fn: a.checkNotDraining},
@@ -190,6 +221,12 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 		UnaryTimeout: cfg.UnaryTimeout,
 		ClientInfo:   clientinfo.NewResolver(trusted),
 		Identity:     a.identity,
+		Floor: server.Floor{
+			Hub:      a.hub,
+			Codes:    codes,
+			Settings: floorSettings(cfg.Floor),
+			Draining: streamsCtx,
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -297,6 +334,27 @@ func (a *App) APIAddr() string { return a.apiListener.Addr().String() }
 // OpsAddr is the address the ops endpoints listen on.
 func (a *App) OpsAddr() string { return a.opsListener.Addr().String() }
 
+// floorSettings carries the gym floor's configuration to the services and
+// jobs that use it.
+func floorSettings(c config.FloorConfig) floor.Settings {
+	return floor.Settings{
+		SessionTimeoutOverride: c.SessionTimeoutOverride,
+		IdleUnlinkOverride:     c.IdleUnlinkOverride,
+		MachineOfflineAfter:    c.MachineOfflineAfter,
+		MaxStreamsPerUser:      c.MaxStreamsPerUser,
+		MaxStreamsPerDevice:    c.MaxStreamsPerDevice,
+	}.WithDefaults()
+}
+
+// checkHub fails readiness while the listener connection is down: streams
+// served by this process would miss changes.
+func (a *App) checkHub(context.Context) error {
+	if !a.hub.Ready() {
+		return errors.New("realtime listener is not connected")
+	}
+	return nil
+}
+
 func (a *App) checkRiver(context.Context) error {
 	if !a.riverRunning.Load() {
 		return errors.New("river is not running")
@@ -329,6 +387,15 @@ func (a *App) Run(ctx context.Context) error {
 		return fmt.Errorf("start river: %w", err)
 	}
 	a.riverRunning.Store(true)
+
+	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
+	a.stopHub, a.hubDone = stopHub, make(chan struct{})
+	go func() {
+		defer close(a.hubDone)
+		if err := a.hub.Run(hubCtx); err != nil {
+			a.logger.Error("realtime hub stopped", "error", err)
+		}
+	}()
 
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- a.serve(a.api, a.apiListener, a.cfg.TLSEnabled(), "api") }()
@@ -371,12 +438,17 @@ func (a *App) shutdown() error {
 	defer cancel()
 
 	var errs []error
+	// Live streams end first (clients reconnect to another instance), so
+	// the drain below only waits for unary calls.
+	a.stopStreams()
 	httpCtx, httpCancel := context.WithTimeout(ctx, a.cfg.ShutdownTimeout/2)
 	defer httpCancel()
 	if err := a.api.Shutdown(httpCtx); err != nil {
 		a.logger.Warn("api did not drain in time; closing connections", "error", err)
 		errs = append(errs, a.api.Close())
 	}
+	a.stopHub()
+	<-a.hubDone
 	// The ops port gets its own short drain: a scrape or a River UI page
 	// should not be cut just because the API used the whole budget.
 	opsCtx, opsCancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -401,6 +473,9 @@ func (a *App) shutdown() error {
 
 // closeStores closes what New opened; it is safe on a partly built App.
 func (a *App) closeStores() {
+	if a.stopStreams != nil {
+		a.stopStreams()
+	}
 	if a.stopOps != nil {
 		a.stopOps()
 		a.stopOps = nil

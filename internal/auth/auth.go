@@ -18,10 +18,36 @@ import (
 
 // Principal is who is calling.
 type Principal struct {
+	// UserID is the account's id; for a device it is the device's id.
 	UserID    uuid.UUID
 	SessionID string
 	Role      token.Role
+	// Device is set when a device (Role device) is calling.
+	Device *Device
 }
+
+// Device is the calling device: which branch it belongs to and what it is.
+type Device struct {
+	ID       uuid.UUID
+	BranchID uuid.UUID
+	// Kind is "machine", "nfc_reader" or "kiosk" (devices.kind).
+	Kind string
+	// MachineID is the machine of a console; uuid.Nil for other kinds.
+	MachineID uuid.UUID
+}
+
+// Device kinds, as stored in devices.kind.
+const (
+	DeviceMachine   = "machine"
+	DeviceNFCReader = "nfc_reader"
+	DeviceKiosk     = "kiosk"
+)
+
+// IsDevice reports whether a device is calling.
+func (p Principal) IsDevice() bool { return p.Role == token.RoleDevice && p.Device != nil }
+
+// IsMember reports whether a member account is calling.
+func (p Principal) IsMember() bool { return p.Role == token.RoleMember }
 
 // IsAdmin reports whether the caller is an admin.
 func (p Principal) IsAdmin() bool { return p.Role == token.RoleAdmin }

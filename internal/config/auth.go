@@ -24,6 +24,11 @@ func (a AuthConfig) validate() []string {
 			p = append(p, err.Error())
 		}
 	}
+	if a.CheckinKey != "" {
+		if _, err := a.CheckinKeyBytes(); err != nil {
+			p = append(p, err.Error())
+		}
+	}
 	if a.JWTIssuer == "" || a.JWTAudience == "" {
 		p = append(p, "NXG_JWT_ISSUER and NXG_JWT_AUDIENCE: must not be empty")
 	}
@@ -71,11 +76,22 @@ func (a AuthConfig) MasterKeys() (*fieldcrypt.MasterKeys, error) {
 	return keys, nil
 }
 
+// CheckinKeyBytes decodes NXG_CHECKIN_KEY.
+func (a AuthConfig) CheckinKeyBytes() ([]byte, error) {
+	return key32("NXG_CHECKIN_KEY", a.CheckinKey)
+}
+
 // AuditKeyBytes decodes NXG_AUDIT_KEY.
 func (a AuthConfig) AuditKeyBytes() ([]byte, error) {
-	b, err := base64.StdEncoding.DecodeString(a.AuditKey.Reveal())
+	return key32("NXG_AUDIT_KEY", a.AuditKey)
+}
+
+// key32 decodes a 32-byte key given in standard base64; the error names
+// the variable.
+func key32(name string, v Secret) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(v.Reveal())
 	if err != nil || len(b) != 32 {
-		return nil, fmt.Errorf("NXG_AUDIT_KEY: must be 32 bytes in standard base64 (e.g. `openssl rand -base64 32`)")
+		return nil, fmt.Errorf("%s: must be 32 bytes in standard base64 (e.g. `openssl rand -base64 32`)", name)
 	}
 	return b, nil
 }

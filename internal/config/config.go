@@ -58,6 +58,8 @@ type Config struct {
 
 	// Auth holds the keys of identity and privacy.
 	Auth AuthConfig
+	// Floor tunes check-in sessions, machines and live streams.
+	Floor FloorConfig
 
 	// TrustedProxies are the CIDRs of load balancers whose X-Forwarded-For
 	// is believed when working out a client's IP (for rate limits and the
@@ -123,6 +125,29 @@ type AuthConfig struct {
 	// AuditKey (32 bytes, standard base64) keys the audit trail's chain and
 	// pseudonyms. It must never change: old rows verify only under it.
 	AuditKey Secret `env:"NXG_AUDIT_KEY,required,notEmpty"`
+	// CheckinKey (32 bytes, standard base64) signs the rotating entrance
+	// codes of every branch. Changing it only invalidates codes shown in the
+	// last minute.
+	CheckinKey Secret `env:"NXG_CHECKIN_KEY,required,notEmpty"`
+}
+
+// FloorConfig tunes the gym floor: sessions, machines and live streams.
+type FloorConfig struct {
+	// SessionTimeoutOverride replaces every branch's max_session_minutes
+	// when set, so the timeout can be seen working in development and
+	// tests. Never set it in production.
+	SessionTimeoutOverride time.Duration `env:"NXG_SESSION_TIMEOUT_OVERRIDE"`
+	// IdleUnlinkOverride replaces every branch's idle_unlink_minutes when
+	// set, for development and tests only.
+	IdleUnlinkOverride time.Duration `env:"NXG_IDLE_UNLINK_OVERRIDE"`
+	// MachineOfflineAfter is how long a console may go without a heartbeat
+	// before its machine is shown offline.
+	MachineOfflineAfter time.Duration `env:"NXG_MACHINE_OFFLINE_AFTER" envDefault:"60s"`
+	// MaxStreamsPerUser caps the live streams (RPC streams and WebSockets)
+	// one account holds open on one server process.
+	MaxStreamsPerUser int `env:"NXG_MAX_STREAMS_PER_USER" envDefault:"8"`
+	// MaxStreamsPerDevice caps the live streams of one device.
+	MaxStreamsPerDevice int `env:"NXG_MAX_STREAMS_PER_DEVICE" envDefault:"2"`
 }
 
 // Secret is a string that never prints: fmt, slog and JSON all show it masked.

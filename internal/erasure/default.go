@@ -41,6 +41,12 @@ var UserTables = []Table{
 	// created_by is ON DELETE SET NULL: a grant by the erased user stays
 	// with its member.
 	{"memberships", "user_id"},
+	// The gym floor: sets reference links, links reference sessions.
+	// gym_sessions.ended_by and devices.created_by/revoked_by are ON DELETE
+	// SET NULL: what staff did stays with the member or branch it concerns.
+	{"machine_sets", "user_id"},
+	{"machine_links", "user_id"},
+	{"gym_sessions", "user_id"},
 }
 
 // UserRedisKeys are the Redis keys naming a user besides their sessions,

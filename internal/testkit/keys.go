@@ -9,7 +9,7 @@ import (
 	"github.com/nxg-fitness/nxg/internal/fieldcrypt"
 )
 
-// AuthEnv returns fresh signing, master and audit keys as the environment
+// AuthEnv returns fresh signing, master, audit and check-in keys as the environment
 // variables the server reads them from, for tests that build a full
 // configuration.
 func AuthEnv(t testing.TB) map[string]string {
@@ -31,13 +31,17 @@ func GenerateAuthEnv() (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	audit := make([]byte, 32)
+	audit, checkin := make([]byte, 32), make([]byte, 32)
 	if _, err := rand.Read(audit); err != nil {
 		return nil, err
 	}
+	if _, err := rand.Read(checkin); err != nil {
+		return nil, err
+	}
 	return map[string]string{
-		"NXG_JWT_KEYS":   string(jwks),
-		"NXG_MASTER_KEY": master,
-		"NXG_AUDIT_KEY":  base64.StdEncoding.EncodeToString(audit),
+		"NXG_JWT_KEYS":    string(jwks),
+		"NXG_MASTER_KEY":  master,
+		"NXG_AUDIT_KEY":   base64.StdEncoding.EncodeToString(audit),
+		"NXG_CHECKIN_KEY": base64.StdEncoding.EncodeToString(checkin),
 	}, nil
 }

@@ -1151,11 +1151,231 @@ func (x *ChangePasswordResponse) GetOtherSessionsEnded() int32 {
 	return 0
 }
 
+// DeviceLoginRequest is a device's credentials.
+type DeviceLoginRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// device_id is the device's UUID.
+	DeviceId string `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// device_secret is the secret RegisterDevice returned.
+	DeviceSecret  string `protobuf:"bytes,2,opt,name=device_secret,json=deviceSecret,proto3" json:"device_secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceLoginRequest) Reset() {
+	*x = DeviceLoginRequest{}
+	mi := &file_nxg_v1_auth_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceLoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceLoginRequest) ProtoMessage() {}
+
+func (x *DeviceLoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nxg_v1_auth_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceLoginRequest.ProtoReflect.Descriptor instead.
+func (*DeviceLoginRequest) Descriptor() ([]byte, []int) {
+	return file_nxg_v1_auth_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DeviceLoginRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *DeviceLoginRequest) GetDeviceSecret() string {
+	if x != nil {
+		return x.DeviceSecret
+	}
+	return ""
+}
+
+// DeviceLoginResponse carries the device's access token.
+type DeviceLoginResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// access_token is a JWT for "Authorization: Bearer"; it lives 15 minutes.
+	AccessToken string `protobuf:"bytes,1,opt,name=access_token,json=accessToken,proto3" json:"access_token,omitempty"`
+	// access_token_expires_at is when the access token stops working.
+	AccessTokenExpiresAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=access_token_expires_at,json=accessTokenExpiresAt,proto3" json:"access_token_expires_at,omitempty"`
+	// session_id names the device's session.
+	SessionId string `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// device is the signed-in device.
+	Device        *Device `protobuf:"bytes,4,opt,name=device,proto3" json:"device,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceLoginResponse) Reset() {
+	*x = DeviceLoginResponse{}
+	mi := &file_nxg_v1_auth_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceLoginResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceLoginResponse) ProtoMessage() {}
+
+func (x *DeviceLoginResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nxg_v1_auth_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceLoginResponse.ProtoReflect.Descriptor instead.
+func (*DeviceLoginResponse) Descriptor() ([]byte, []int) {
+	return file_nxg_v1_auth_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DeviceLoginResponse) GetAccessToken() string {
+	if x != nil {
+		return x.AccessToken
+	}
+	return ""
+}
+
+func (x *DeviceLoginResponse) GetAccessTokenExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AccessTokenExpiresAt
+	}
+	return nil
+}
+
+func (x *DeviceLoginResponse) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *DeviceLoginResponse) GetDevice() *Device {
+	if x != nil {
+		return x.Device
+	}
+	return nil
+}
+
+// CreateWebSocketTicketRequest asks for a WebSocket ticket.
+type CreateWebSocketTicketRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateWebSocketTicketRequest) Reset() {
+	*x = CreateWebSocketTicketRequest{}
+	mi := &file_nxg_v1_auth_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateWebSocketTicketRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateWebSocketTicketRequest) ProtoMessage() {}
+
+func (x *CreateWebSocketTicketRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_nxg_v1_auth_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateWebSocketTicketRequest.ProtoReflect.Descriptor instead.
+func (*CreateWebSocketTicketRequest) Descriptor() ([]byte, []int) {
+	return file_nxg_v1_auth_proto_rawDescGZIP(), []int{20}
+}
+
+// CreateWebSocketTicketResponse carries the ticket.
+type CreateWebSocketTicketResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ticket opens one WebSocket as the caller: GET /ws?ticket=<ticket>; it works once.
+	Ticket string `protobuf:"bytes,1,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	// expires_at is when an unused ticket stops working (30 seconds after it was made).
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateWebSocketTicketResponse) Reset() {
+	*x = CreateWebSocketTicketResponse{}
+	mi := &file_nxg_v1_auth_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateWebSocketTicketResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateWebSocketTicketResponse) ProtoMessage() {}
+
+func (x *CreateWebSocketTicketResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_nxg_v1_auth_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateWebSocketTicketResponse.ProtoReflect.Descriptor instead.
+func (*CreateWebSocketTicketResponse) Descriptor() ([]byte, []int) {
+	return file_nxg_v1_auth_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *CreateWebSocketTicketResponse) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+func (x *CreateWebSocketTicketResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
 var File_nxg_v1_auth_proto protoreflect.FileDescriptor
 
 const file_nxg_v1_auth_proto_rawDesc = "" +
 	"\n" +
-	"\x11nxg/v1/auth.proto\x12\x06nxg.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd6\x01\n" +
+	"\x11nxg/v1/auth.proto\x12\x06nxg.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13nxg/v1/device.proto\"\xd6\x01\n" +
 	"\x04User\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05email\x18\x02 \x01(\tR\x05email\x12!\n" +
@@ -1236,14 +1456,29 @@ const file_nxg_v1_auth_proto_rawDesc = "" +
 	"\fnew_password\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x80\x04R\vnewPassword\"J\n" +
 	"\x16ChangePasswordResponse\x120\n" +
-	"\x14other_sessions_ended\x18\x01 \x01(\x05R\x12otherSessionsEnded*M\n" +
+	"\x14other_sessions_ended\x18\x01 \x01(\x05R\x12otherSessionsEnded\"l\n" +
+	"\x12DeviceLoginRequest\x12%\n" +
+	"\tdevice_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\bdeviceId\x12/\n" +
+	"\rdevice_secret\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\fdeviceSecret\"\xd2\x01\n" +
+	"\x13DeviceLoginResponse\x12!\n" +
+	"\faccess_token\x18\x01 \x01(\tR\vaccessToken\x12Q\n" +
+	"\x17access_token_expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x14accessTokenExpiresAt\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x03 \x01(\tR\tsessionId\x12&\n" +
+	"\x06device\x18\x04 \x01(\v2\x0e.nxg.v1.DeviceR\x06device\"\x1e\n" +
+	"\x1cCreateWebSocketTicketRequest\"r\n" +
+	"\x1dCreateWebSocketTicketResponse\x12\x16\n" +
+	"\x06ticket\x18\x01 \x01(\tR\x06ticket\x129\n" +
+	"\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt*M\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vROLE_MEMBER\x10\x01\x12\x0e\n" +
 	"\n" +
 	"ROLE_STAFF\x10\x02\x12\x0e\n" +
 	"\n" +
-	"ROLE_ADMIN\x10\x032\xb6\x04\n" +
+	"ROLE_ADMIN\x10\x032\xe8\x05\n" +
 	"\vAuthService\x12?\n" +
 	"\bRegister\x12\x17.nxg.v1.RegisterRequest\x1a\x18.nxg.v1.RegisterResponse\"\x00\x126\n" +
 	"\x05Login\x12\x14.nxg.v1.LoginRequest\x1a\x15.nxg.v1.LoginResponse\"\x00\x12<\n" +
@@ -1252,7 +1487,9 @@ const file_nxg_v1_auth_proto_rawDesc = "" +
 	"\tLogoutAll\x12\x18.nxg.v1.LogoutAllRequest\x1a\x19.nxg.v1.LogoutAllResponse\"\x00\x12N\n" +
 	"\fListSessions\x12\x1b.nxg.v1.ListSessionsRequest\x1a\x1c.nxg.v1.ListSessionsResponse\"\x03\x90\x02\x01\x12N\n" +
 	"\rRevokeSession\x12\x1c.nxg.v1.RevokeSessionRequest\x1a\x1d.nxg.v1.RevokeSessionResponse\"\x00\x12Q\n" +
-	"\x0eChangePassword\x12\x1d.nxg.v1.ChangePasswordRequest\x1a\x1e.nxg.v1.ChangePasswordResponse\"\x00B}\n" +
+	"\x0eChangePassword\x12\x1d.nxg.v1.ChangePasswordRequest\x1a\x1e.nxg.v1.ChangePasswordResponse\"\x00\x12H\n" +
+	"\vDeviceLogin\x12\x1a.nxg.v1.DeviceLoginRequest\x1a\x1b.nxg.v1.DeviceLoginResponse\"\x00\x12f\n" +
+	"\x15CreateWebSocketTicket\x12$.nxg.v1.CreateWebSocketTicketRequest\x1a%.nxg.v1.CreateWebSocketTicketResponse\"\x00B}\n" +
 	"\n" +
 	"com.nxg.v1B\tAuthProtoP\x01Z+github.com/nxg-fitness/nxg/gen/nxg/v1;nxgv1\xa2\x02\x03NXX\xaa\x02\x06Nxg.V1\xca\x02\x06Nxg\\V1\xe2\x02\x12Nxg\\V1\\GPBMetadata\xea\x02\aNxg::V1b\x06proto3"
 
@@ -1269,66 +1506,78 @@ func file_nxg_v1_auth_proto_rawDescGZIP() []byte {
 }
 
 var file_nxg_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_nxg_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_nxg_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_nxg_v1_auth_proto_goTypes = []any{
-	(Role)(0),                      // 0: nxg.v1.Role
-	(*User)(nil),                   // 1: nxg.v1.User
-	(*RegisterRequest)(nil),        // 2: nxg.v1.RegisterRequest
-	(*RegisterResponse)(nil),       // 3: nxg.v1.RegisterResponse
-	(*LoginRequest)(nil),           // 4: nxg.v1.LoginRequest
-	(*LoginResponse)(nil),          // 5: nxg.v1.LoginResponse
-	(*RefreshRequest)(nil),         // 6: nxg.v1.RefreshRequest
-	(*RefreshResponse)(nil),        // 7: nxg.v1.RefreshResponse
-	(*LogoutRequest)(nil),          // 8: nxg.v1.LogoutRequest
-	(*LogoutResponse)(nil),         // 9: nxg.v1.LogoutResponse
-	(*LogoutAllRequest)(nil),       // 10: nxg.v1.LogoutAllRequest
-	(*LogoutAllResponse)(nil),      // 11: nxg.v1.LogoutAllResponse
-	(*ListSessionsRequest)(nil),    // 12: nxg.v1.ListSessionsRequest
-	(*Session)(nil),                // 13: nxg.v1.Session
-	(*ListSessionsResponse)(nil),   // 14: nxg.v1.ListSessionsResponse
-	(*RevokeSessionRequest)(nil),   // 15: nxg.v1.RevokeSessionRequest
-	(*RevokeSessionResponse)(nil),  // 16: nxg.v1.RevokeSessionResponse
-	(*ChangePasswordRequest)(nil),  // 17: nxg.v1.ChangePasswordRequest
-	(*ChangePasswordResponse)(nil), // 18: nxg.v1.ChangePasswordResponse
-	(*timestamppb.Timestamp)(nil),  // 19: google.protobuf.Timestamp
+	(Role)(0),                             // 0: nxg.v1.Role
+	(*User)(nil),                          // 1: nxg.v1.User
+	(*RegisterRequest)(nil),               // 2: nxg.v1.RegisterRequest
+	(*RegisterResponse)(nil),              // 3: nxg.v1.RegisterResponse
+	(*LoginRequest)(nil),                  // 4: nxg.v1.LoginRequest
+	(*LoginResponse)(nil),                 // 5: nxg.v1.LoginResponse
+	(*RefreshRequest)(nil),                // 6: nxg.v1.RefreshRequest
+	(*RefreshResponse)(nil),               // 7: nxg.v1.RefreshResponse
+	(*LogoutRequest)(nil),                 // 8: nxg.v1.LogoutRequest
+	(*LogoutResponse)(nil),                // 9: nxg.v1.LogoutResponse
+	(*LogoutAllRequest)(nil),              // 10: nxg.v1.LogoutAllRequest
+	(*LogoutAllResponse)(nil),             // 11: nxg.v1.LogoutAllResponse
+	(*ListSessionsRequest)(nil),           // 12: nxg.v1.ListSessionsRequest
+	(*Session)(nil),                       // 13: nxg.v1.Session
+	(*ListSessionsResponse)(nil),          // 14: nxg.v1.ListSessionsResponse
+	(*RevokeSessionRequest)(nil),          // 15: nxg.v1.RevokeSessionRequest
+	(*RevokeSessionResponse)(nil),         // 16: nxg.v1.RevokeSessionResponse
+	(*ChangePasswordRequest)(nil),         // 17: nxg.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil),        // 18: nxg.v1.ChangePasswordResponse
+	(*DeviceLoginRequest)(nil),            // 19: nxg.v1.DeviceLoginRequest
+	(*DeviceLoginResponse)(nil),           // 20: nxg.v1.DeviceLoginResponse
+	(*CreateWebSocketTicketRequest)(nil),  // 21: nxg.v1.CreateWebSocketTicketRequest
+	(*CreateWebSocketTicketResponse)(nil), // 22: nxg.v1.CreateWebSocketTicketResponse
+	(*timestamppb.Timestamp)(nil),         // 23: google.protobuf.Timestamp
+	(*Device)(nil),                        // 24: nxg.v1.Device
 }
 var file_nxg_v1_auth_proto_depIdxs = []int32{
 	0,  // 0: nxg.v1.User.role:type_name -> nxg.v1.Role
-	19, // 1: nxg.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	23, // 1: nxg.v1.User.created_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: nxg.v1.RegisterResponse.user:type_name -> nxg.v1.User
-	19, // 3: nxg.v1.RegisterResponse.access_token_expires_at:type_name -> google.protobuf.Timestamp
-	19, // 4: nxg.v1.RegisterResponse.refresh_token_expires_at:type_name -> google.protobuf.Timestamp
-	19, // 5: nxg.v1.LoginResponse.access_token_expires_at:type_name -> google.protobuf.Timestamp
-	19, // 6: nxg.v1.LoginResponse.refresh_token_expires_at:type_name -> google.protobuf.Timestamp
+	23, // 3: nxg.v1.RegisterResponse.access_token_expires_at:type_name -> google.protobuf.Timestamp
+	23, // 4: nxg.v1.RegisterResponse.refresh_token_expires_at:type_name -> google.protobuf.Timestamp
+	23, // 5: nxg.v1.LoginResponse.access_token_expires_at:type_name -> google.protobuf.Timestamp
+	23, // 6: nxg.v1.LoginResponse.refresh_token_expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 7: nxg.v1.LoginResponse.user:type_name -> nxg.v1.User
-	19, // 8: nxg.v1.RefreshResponse.access_token_expires_at:type_name -> google.protobuf.Timestamp
-	19, // 9: nxg.v1.RefreshResponse.refresh_token_expires_at:type_name -> google.protobuf.Timestamp
+	23, // 8: nxg.v1.RefreshResponse.access_token_expires_at:type_name -> google.protobuf.Timestamp
+	23, // 9: nxg.v1.RefreshResponse.refresh_token_expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 10: nxg.v1.RefreshResponse.user:type_name -> nxg.v1.User
-	19, // 11: nxg.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	19, // 12: nxg.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
-	19, // 13: nxg.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 11: nxg.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	23, // 12: nxg.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
+	23, // 13: nxg.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
 	13, // 14: nxg.v1.ListSessionsResponse.sessions:type_name -> nxg.v1.Session
-	2,  // 15: nxg.v1.AuthService.Register:input_type -> nxg.v1.RegisterRequest
-	4,  // 16: nxg.v1.AuthService.Login:input_type -> nxg.v1.LoginRequest
-	6,  // 17: nxg.v1.AuthService.Refresh:input_type -> nxg.v1.RefreshRequest
-	8,  // 18: nxg.v1.AuthService.Logout:input_type -> nxg.v1.LogoutRequest
-	10, // 19: nxg.v1.AuthService.LogoutAll:input_type -> nxg.v1.LogoutAllRequest
-	12, // 20: nxg.v1.AuthService.ListSessions:input_type -> nxg.v1.ListSessionsRequest
-	15, // 21: nxg.v1.AuthService.RevokeSession:input_type -> nxg.v1.RevokeSessionRequest
-	17, // 22: nxg.v1.AuthService.ChangePassword:input_type -> nxg.v1.ChangePasswordRequest
-	3,  // 23: nxg.v1.AuthService.Register:output_type -> nxg.v1.RegisterResponse
-	5,  // 24: nxg.v1.AuthService.Login:output_type -> nxg.v1.LoginResponse
-	7,  // 25: nxg.v1.AuthService.Refresh:output_type -> nxg.v1.RefreshResponse
-	9,  // 26: nxg.v1.AuthService.Logout:output_type -> nxg.v1.LogoutResponse
-	11, // 27: nxg.v1.AuthService.LogoutAll:output_type -> nxg.v1.LogoutAllResponse
-	14, // 28: nxg.v1.AuthService.ListSessions:output_type -> nxg.v1.ListSessionsResponse
-	16, // 29: nxg.v1.AuthService.RevokeSession:output_type -> nxg.v1.RevokeSessionResponse
-	18, // 30: nxg.v1.AuthService.ChangePassword:output_type -> nxg.v1.ChangePasswordResponse
-	23, // [23:31] is the sub-list for method output_type
-	15, // [15:23] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	23, // 15: nxg.v1.DeviceLoginResponse.access_token_expires_at:type_name -> google.protobuf.Timestamp
+	24, // 16: nxg.v1.DeviceLoginResponse.device:type_name -> nxg.v1.Device
+	23, // 17: nxg.v1.CreateWebSocketTicketResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 18: nxg.v1.AuthService.Register:input_type -> nxg.v1.RegisterRequest
+	4,  // 19: nxg.v1.AuthService.Login:input_type -> nxg.v1.LoginRequest
+	6,  // 20: nxg.v1.AuthService.Refresh:input_type -> nxg.v1.RefreshRequest
+	8,  // 21: nxg.v1.AuthService.Logout:input_type -> nxg.v1.LogoutRequest
+	10, // 22: nxg.v1.AuthService.LogoutAll:input_type -> nxg.v1.LogoutAllRequest
+	12, // 23: nxg.v1.AuthService.ListSessions:input_type -> nxg.v1.ListSessionsRequest
+	15, // 24: nxg.v1.AuthService.RevokeSession:input_type -> nxg.v1.RevokeSessionRequest
+	17, // 25: nxg.v1.AuthService.ChangePassword:input_type -> nxg.v1.ChangePasswordRequest
+	19, // 26: nxg.v1.AuthService.DeviceLogin:input_type -> nxg.v1.DeviceLoginRequest
+	21, // 27: nxg.v1.AuthService.CreateWebSocketTicket:input_type -> nxg.v1.CreateWebSocketTicketRequest
+	3,  // 28: nxg.v1.AuthService.Register:output_type -> nxg.v1.RegisterResponse
+	5,  // 29: nxg.v1.AuthService.Login:output_type -> nxg.v1.LoginResponse
+	7,  // 30: nxg.v1.AuthService.Refresh:output_type -> nxg.v1.RefreshResponse
+	9,  // 31: nxg.v1.AuthService.Logout:output_type -> nxg.v1.LogoutResponse
+	11, // 32: nxg.v1.AuthService.LogoutAll:output_type -> nxg.v1.LogoutAllResponse
+	14, // 33: nxg.v1.AuthService.ListSessions:output_type -> nxg.v1.ListSessionsResponse
+	16, // 34: nxg.v1.AuthService.RevokeSession:output_type -> nxg.v1.RevokeSessionResponse
+	18, // 35: nxg.v1.AuthService.ChangePassword:output_type -> nxg.v1.ChangePasswordResponse
+	20, // 36: nxg.v1.AuthService.DeviceLogin:output_type -> nxg.v1.DeviceLoginResponse
+	22, // 37: nxg.v1.AuthService.CreateWebSocketTicket:output_type -> nxg.v1.CreateWebSocketTicketResponse
+	28, // [28:38] is the sub-list for method output_type
+	18, // [18:28] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_nxg_v1_auth_proto_init() }
@@ -1336,13 +1585,14 @@ func file_nxg_v1_auth_proto_init() {
 	if File_nxg_v1_auth_proto != nil {
 		return
 	}
+	file_nxg_v1_device_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nxg_v1_auth_proto_rawDesc), len(file_nxg_v1_auth_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -52,6 +52,11 @@ const (
 	// AuthServiceChangePasswordProcedure is the fully-qualified name of the AuthService's
 	// ChangePassword RPC.
 	AuthServiceChangePasswordProcedure = "/nxg.v1.AuthService/ChangePassword"
+	// AuthServiceDeviceLoginProcedure is the fully-qualified name of the AuthService's DeviceLogin RPC.
+	AuthServiceDeviceLoginProcedure = "/nxg.v1.AuthService/DeviceLogin"
+	// AuthServiceCreateWebSocketTicketProcedure is the fully-qualified name of the AuthService's
+	// CreateWebSocketTicket RPC.
+	AuthServiceCreateWebSocketTicketProcedure = "/nxg.v1.AuthService/CreateWebSocketTicket"
 )
 
 // AuthServiceClient is a client for the nxg.v1.AuthService service.
@@ -72,6 +77,10 @@ type AuthServiceClient interface {
 	RevokeSession(context.Context, *connect.Request[v1.RevokeSessionRequest]) (*connect.Response[v1.RevokeSessionResponse], error)
 	// ChangePassword replaces the caller's password and ends every other session.
 	ChangePassword(context.Context, *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error)
+	// DeviceLogin trades a device's id and secret for a short-lived device access token; a device signs in again when it expires.
+	DeviceLogin(context.Context, *connect.Request[v1.DeviceLoginRequest]) (*connect.Response[v1.DeviceLoginResponse], error)
+	// CreateWebSocketTicket returns a single-use ticket that opens /ws for the caller, for browsers that cannot set headers on a WebSocket.
+	CreateWebSocketTicket(context.Context, *connect.Request[v1.CreateWebSocketTicketRequest]) (*connect.Response[v1.CreateWebSocketTicketResponse], error)
 }
 
 // NewAuthServiceClient constructs a client for the nxg.v1.AuthService service. By default, it uses
@@ -134,19 +143,33 @@ func NewAuthServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(authServiceMethods.ByName("ChangePassword")),
 			connect.WithClientOptions(opts...),
 		),
+		deviceLogin: connect.NewClient[v1.DeviceLoginRequest, v1.DeviceLoginResponse](
+			httpClient,
+			baseURL+AuthServiceDeviceLoginProcedure,
+			connect.WithSchema(authServiceMethods.ByName("DeviceLogin")),
+			connect.WithClientOptions(opts...),
+		),
+		createWebSocketTicket: connect.NewClient[v1.CreateWebSocketTicketRequest, v1.CreateWebSocketTicketResponse](
+			httpClient,
+			baseURL+AuthServiceCreateWebSocketTicketProcedure,
+			connect.WithSchema(authServiceMethods.ByName("CreateWebSocketTicket")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // authServiceClient implements AuthServiceClient.
 type authServiceClient struct {
-	register       *connect.Client[v1.RegisterRequest, v1.RegisterResponse]
-	login          *connect.Client[v1.LoginRequest, v1.LoginResponse]
-	refresh        *connect.Client[v1.RefreshRequest, v1.RefreshResponse]
-	logout         *connect.Client[v1.LogoutRequest, v1.LogoutResponse]
-	logoutAll      *connect.Client[v1.LogoutAllRequest, v1.LogoutAllResponse]
-	listSessions   *connect.Client[v1.ListSessionsRequest, v1.ListSessionsResponse]
-	revokeSession  *connect.Client[v1.RevokeSessionRequest, v1.RevokeSessionResponse]
-	changePassword *connect.Client[v1.ChangePasswordRequest, v1.ChangePasswordResponse]
+	register              *connect.Client[v1.RegisterRequest, v1.RegisterResponse]
+	login                 *connect.Client[v1.LoginRequest, v1.LoginResponse]
+	refresh               *connect.Client[v1.RefreshRequest, v1.RefreshResponse]
+	logout                *connect.Client[v1.LogoutRequest, v1.LogoutResponse]
+	logoutAll             *connect.Client[v1.LogoutAllRequest, v1.LogoutAllResponse]
+	listSessions          *connect.Client[v1.ListSessionsRequest, v1.ListSessionsResponse]
+	revokeSession         *connect.Client[v1.RevokeSessionRequest, v1.RevokeSessionResponse]
+	changePassword        *connect.Client[v1.ChangePasswordRequest, v1.ChangePasswordResponse]
+	deviceLogin           *connect.Client[v1.DeviceLoginRequest, v1.DeviceLoginResponse]
+	createWebSocketTicket *connect.Client[v1.CreateWebSocketTicketRequest, v1.CreateWebSocketTicketResponse]
 }
 
 // Register calls nxg.v1.AuthService.Register.
@@ -189,6 +212,16 @@ func (c *authServiceClient) ChangePassword(ctx context.Context, req *connect.Req
 	return c.changePassword.CallUnary(ctx, req)
 }
 
+// DeviceLogin calls nxg.v1.AuthService.DeviceLogin.
+func (c *authServiceClient) DeviceLogin(ctx context.Context, req *connect.Request[v1.DeviceLoginRequest]) (*connect.Response[v1.DeviceLoginResponse], error) {
+	return c.deviceLogin.CallUnary(ctx, req)
+}
+
+// CreateWebSocketTicket calls nxg.v1.AuthService.CreateWebSocketTicket.
+func (c *authServiceClient) CreateWebSocketTicket(ctx context.Context, req *connect.Request[v1.CreateWebSocketTicketRequest]) (*connect.Response[v1.CreateWebSocketTicketResponse], error) {
+	return c.createWebSocketTicket.CallUnary(ctx, req)
+}
+
 // AuthServiceHandler is an implementation of the nxg.v1.AuthService service.
 type AuthServiceHandler interface {
 	// Register creates a member account and signs it in.
@@ -207,6 +240,10 @@ type AuthServiceHandler interface {
 	RevokeSession(context.Context, *connect.Request[v1.RevokeSessionRequest]) (*connect.Response[v1.RevokeSessionResponse], error)
 	// ChangePassword replaces the caller's password and ends every other session.
 	ChangePassword(context.Context, *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error)
+	// DeviceLogin trades a device's id and secret for a short-lived device access token; a device signs in again when it expires.
+	DeviceLogin(context.Context, *connect.Request[v1.DeviceLoginRequest]) (*connect.Response[v1.DeviceLoginResponse], error)
+	// CreateWebSocketTicket returns a single-use ticket that opens /ws for the caller, for browsers that cannot set headers on a WebSocket.
+	CreateWebSocketTicket(context.Context, *connect.Request[v1.CreateWebSocketTicketRequest]) (*connect.Response[v1.CreateWebSocketTicketResponse], error)
 }
 
 // NewAuthServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -265,6 +302,18 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(authServiceMethods.ByName("ChangePassword")),
 		connect.WithHandlerOptions(opts...),
 	)
+	authServiceDeviceLoginHandler := connect.NewUnaryHandler(
+		AuthServiceDeviceLoginProcedure,
+		svc.DeviceLogin,
+		connect.WithSchema(authServiceMethods.ByName("DeviceLogin")),
+		connect.WithHandlerOptions(opts...),
+	)
+	authServiceCreateWebSocketTicketHandler := connect.NewUnaryHandler(
+		AuthServiceCreateWebSocketTicketProcedure,
+		svc.CreateWebSocketTicket,
+		connect.WithSchema(authServiceMethods.ByName("CreateWebSocketTicket")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/nxg.v1.AuthService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AuthServiceRegisterProcedure:
@@ -283,6 +332,10 @@ func NewAuthServiceHandler(svc AuthServiceHandler, opts ...connect.HandlerOption
 			authServiceRevokeSessionHandler.ServeHTTP(w, r)
 		case AuthServiceChangePasswordProcedure:
 			authServiceChangePasswordHandler.ServeHTTP(w, r)
+		case AuthServiceDeviceLoginProcedure:
+			authServiceDeviceLoginHandler.ServeHTTP(w, r)
+		case AuthServiceCreateWebSocketTicketProcedure:
+			authServiceCreateWebSocketTicketHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -322,4 +375,12 @@ func (UnimplementedAuthServiceHandler) RevokeSession(context.Context, *connect.R
 
 func (UnimplementedAuthServiceHandler) ChangePassword(context.Context, *connect.Request[v1.ChangePasswordRequest]) (*connect.Response[v1.ChangePasswordResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("nxg.v1.AuthService.ChangePassword is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) DeviceLogin(context.Context, *connect.Request[v1.DeviceLoginRequest]) (*connect.Response[v1.DeviceLoginResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("nxg.v1.AuthService.DeviceLogin is not implemented"))
+}
+
+func (UnimplementedAuthServiceHandler) CreateWebSocketTicket(context.Context, *connect.Request[v1.CreateWebSocketTicketRequest]) (*connect.Response[v1.CreateWebSocketTicketResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("nxg.v1.AuthService.CreateWebSocketTicket is not implemented"))
 }

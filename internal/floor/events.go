@@ -1,0 +1,98 @@
+// Package floor holds the gym floor's shared domain: the notifications that
+// tell every server process what changed, and the writes that several
+// services and jobs make (ending a session, ending a machine link), so each
+// always leaves the session, the link, the machine and the streams in step.
+//
+// Every notification is sent with realtime.Notify inside the writer's
+// transaction, so a rolled-back write sends nothing, and carries ids and
+// versions only: readers fetch the rows they need.
+package floor
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/nxg-fitness/nxg/internal/realtime"
+)
+
+// Channels the hub of every process listens to.
+const (
+	// ChannelMachines carries MachinesChanged: machines whose status or
+	// details changed.
+	ChannelMachines = "nxg_machines"
+	// ChannelMembers carries MemberEvent: a member's session, link or set.
+	ChannelMembers = "nxg_members"
+	// ChannelRevocations carries Revocation: sessions or devices whose
+	// streams must end now.
+	ChannelRevocations = "nxg_revocations"
+)
+
+// Channels lists every channel of the gym floor, for realtime.Options.
+var Channels = []string{ChannelMachines, ChannelMembers, ChannelRevocations}
+
+// MachineVersion names one machine at one version.
+type MachineVersion struct {
+	ID      uuid.UUID `json:"id"`
+	Version int64     `json:"v"`
+}
+
+// MachinesChanged says that machines of one branch changed. Readers load
+// the machines and skip any whose version they have already sent.
+type MachinesChanged struct {
+	Branch   uuid.UUID        `json:"b"`
+	Machines []MachineVersion `json:"m"`
+}
+
+// Kinds of MemberEvent.
+const (
+	MemberSessionStarted  = "session_started"
+	MemberSessionEnded    = "session_ended"
+	MemberMachineLinked   = "machine_linked"
+	MemberMachineUnlinked = "machine_unlinked"
+	MemberSetReported     = "set_reported"
+)
+
+// MemberEvent says that something of one member's visit changed. ID is the
+// session's id for session events, the link's for link events and the set's
+// for set events.
+type MemberEvent struct {
+	User uuid.UUID `json:"u"`
+	Kind string    `json:"k"`
+	ID   uuid.UUID `json:"id"`
+}
+
+// Revocation says that a subject's sessions ended: every stream held by
+// Subject (a user or device id) ends, or only those of SessionID when set.
+type Revocation struct {
+	Subject   uuid.UUID `json:"s"`
+	SessionID string    `json:"sid,omitempty"`
+}
+
+// NotifyMachines sends one MachinesChanged for the machines of a branch.
+func NotifyMachines(ctx context.Context, tx pgx.Tx, branch uuid.UUID, machines ...MachineVersion) error {
+	if len(machines) == 0 {
+		return nil
+	}
+	return realtime.Notify(ctx, tx, ChannelMachines, MachinesChanged{Branch: branch, Machines: machines})
+}
+
+// NotifyMember sends one MemberEvent.
+func NotifyMember(ctx context.Context, tx pgx.Tx, user uuid.UUID, kind string, id uuid.UUID) error {
+	return realtime.Notify(ctx, tx, ChannelMembers, MemberEvent{User: user, Kind: kind, ID: id})
+}
+
+// NotifyRevocation sends one Revocation. It needs no transaction of its
+// own: a revocation is not tied to a row, so a plain statement sends it.
+func NotifyRevocation(ctx context.Context, db interface {
+	Begin(context.Context) (pgx.Tx, error)
+}, r Revocation) error {
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if err := realtime.Notify(ctx, tx, ChannelRevocations, r); err != nil {
+			return fmt.Errorf("floor: notify revocation: %w", err)
+		}
+		return nil
+	})
+}
