@@ -57,6 +57,9 @@ type Options struct {
 	UnaryTimeout time.Duration
 	// ClientInfo works out clients' IPs; nil trusts no proxy.
 	ClientInfo *clientinfo.Resolver
+	// RateLimits are the general per-address, per-account and per-device
+	// limits; nil applies the defaults.
+	RateLimits *RateLimits
 
 	// Identity holds what authentication and the account services need.
 	Identity Identity
@@ -192,7 +195,7 @@ func handlerOptions(opts Options) []connect.HandlerOption {
 			newErrorInterceptor(opts.Logger),
 			newTimeoutInterceptor(opts.UnaryTimeout),
 			newAuthInterceptor(auth.NewAuthenticator(opts.Identity.Tokens, opts.Identity.Sessions), publicProcedures),
-			newRateLimitInterceptor(opts.Identity.Limiter, opts.Logger),
+			newRateLimitInterceptor(opts.Identity.Limiter, opts.RateLimits, opts.Logger),
 			validate.NewInterceptor(),
 		),
 		connect.WithReadMaxBytes(maxMessageBytes),

@@ -220,6 +220,7 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 		CORSOrigins:  cfg.CORSOrigins,
 		UnaryTimeout: cfg.UnaryTimeout,
 		ClientInfo:   clientinfo.NewResolver(trusted),
+		RateLimits:   ptr(server.PerSecondLimits(cfg.RateLimitPerIP, cfg.RateLimitPerUser, cfg.RateLimitPerDevice)),
 		Identity:     a.identity,
 		Floor: server.Floor{
 			Hub:      a.hub,
@@ -333,6 +334,8 @@ func (a *App) APIAddr() string { return a.apiListener.Addr().String() }
 
 // OpsAddr is the address the ops endpoints listen on.
 func (a *App) OpsAddr() string { return a.opsListener.Addr().String() }
+
+func ptr[T any](v T) *T { return &v }
 
 // floorSettings carries the gym floor's configuration to the services and
 // jobs that use it.

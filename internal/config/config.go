@@ -66,6 +66,13 @@ type Config struct {
 	// audit trail). Empty means the connection's address is the client.
 	TrustedProxies []string `env:"NXG_TRUSTED_PROXIES" envSeparator:","`
 
+	// RateLimitPerIP, RateLimitPerUser and RateLimitPerDevice are the
+	// general request limits, in calls per second (bursts of two or three
+	// times that); 0 turns one off (load tests only).
+	RateLimitPerIP     int `env:"NXG_RATE_LIMIT_PER_IP" envDefault:"50"`
+	RateLimitPerUser   int `env:"NXG_RATE_LIMIT_PER_USER" envDefault:"20"`
+	RateLimitPerDevice int `env:"NXG_RATE_LIMIT_PER_DEVICE" envDefault:"10"`
+
 	// SentryDSN turns on error reporting to Sentry when set.
 	SentryDSN Secret `env:"SENTRY_DSN"`
 	// SentryEnvironment tags Sentry events, e.g. production or staging.
@@ -148,6 +155,28 @@ type FloorConfig struct {
 	MaxStreamsPerUser int `env:"NXG_MAX_STREAMS_PER_USER" envDefault:"8"`
 	// MaxStreamsPerDevice caps the live streams of one device.
 	MaxStreamsPerDevice int `env:"NXG_MAX_STREAMS_PER_DEVICE" envDefault:"2"`
+}
+
+// validate checks the floor's durations and caps.
+func (f FloorConfig) validate(skip map[string]bool) []string {
+	var p []string
+	for name, d := range map[string]time.Duration{
+		"NXG_SESSION_TIMEOUT_OVERRIDE": f.SessionTimeoutOverride, "NXG_IDLE_UNLINK_OVERRIDE": f.IdleUnlinkOverride,
+	} {
+		if d < 0 {
+			p = append(p, name+": must not be negative")
+		}
+	}
+	if f.MachineOfflineAfter < 5*time.Second && !skip["NXG_MACHINE_OFFLINE_AFTER"] {
+		p = append(p, "NXG_MACHINE_OFFLINE_AFTER: must be at least 5s (consoles send a heartbeat every few seconds)")
+	}
+	if f.MaxStreamsPerUser < 1 && !skip["NXG_MAX_STREAMS_PER_USER"] {
+		p = append(p, "NXG_MAX_STREAMS_PER_USER: must be at least 1")
+	}
+	if f.MaxStreamsPerDevice < 1 && !skip["NXG_MAX_STREAMS_PER_DEVICE"] {
+		p = append(p, "NXG_MAX_STREAMS_PER_DEVICE: must be at least 1")
+	}
+	return p
 }
 
 // Secret is a string that never prints: fmt, slog and JSON all show it masked.
@@ -264,6 +293,15 @@ func (c Config) validate(skip map[string]bool) []string {
 			p = append(p, fmt.Sprintf("%s: %q is not host:port", name, addr))
 		}
 	}
+	for name, v := range map[string]int{
+		"NXG_RATE_LIMIT_PER_IP": c.RateLimitPerIP, "NXG_RATE_LIMIT_PER_USER": c.RateLimitPerUser,
+		"NXG_RATE_LIMIT_PER_DEVICE": c.RateLimitPerDevice,
+	} {
+		if v < 0 {
+			p = append(p, fmt.Sprintf("%s: must be 0 (off) or a positive number of calls per second", name))
+		}
+	}
+	p = append(p, c.Floor.validate(skip)...)
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		p = append(p, "NXG_TLS_CERT_FILE and NXG_TLS_KEY_FILE: set both or neither")
 	}

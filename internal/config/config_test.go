@@ -345,6 +345,16 @@ func TestParseMalformed(t *testing.T) {
 			"NXG_UNARY_TIMEOUT: must be positive"},
 		{"DatabaseMaxConnsNegative", map[string]string{"NXG_DATABASE_MAX_CONNS": "-1"},
 			"NXG_DATABASE_MAX_CONNS: must not be negative"},
+		{"RateLimitNegative", map[string]string{"NXG_RATE_LIMIT_PER_DEVICE": "-3"},
+			"NXG_RATE_LIMIT_PER_DEVICE: must be 0 (off) or a positive number of calls per second"},
+		{"SessionTimeoutOverrideNegative", map[string]string{"NXG_SESSION_TIMEOUT_OVERRIDE": "-1m"},
+			"NXG_SESSION_TIMEOUT_OVERRIDE: must not be negative"},
+		{"MachineOfflineAfterTooShort", map[string]string{"NXG_MACHINE_OFFLINE_AFTER": "1s"},
+			"NXG_MACHINE_OFFLINE_AFTER: must be at least 5s (consoles send a heartbeat every few seconds)"},
+		{"NoStreamsPerUser", map[string]string{"NXG_MAX_STREAMS_PER_USER": "0"},
+			"NXG_MAX_STREAMS_PER_USER: must be at least 1"},
+		{"NoStreamsPerDevice", map[string]string{"NXG_MAX_STREAMS_PER_DEVICE": "0"},
+			"NXG_MAX_STREAMS_PER_DEVICE: must be at least 1"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -403,11 +413,13 @@ func TestParseMalformed(t *testing.T) {
 	t.Run("UnparsableValueNamesItsVariable", func(t *testing.T) {
 		t.Parallel()
 		for name, bad := range map[string]string{
-			"NXG_LOG_LEVEL":          "verbose",
-			"NXG_DATABASE_MAX_CONNS": "many",
-			"NXG_SHUTDOWN_TIMEOUT":   "abc",
-			"NXG_UNARY_TIMEOUT":      "soon",
-			"S3_USE_PATH_STYLE":      "maybe",
+			"NXG_LOG_LEVEL":             "verbose",
+			"NXG_DATABASE_MAX_CONNS":    "many",
+			"NXG_SHUTDOWN_TIMEOUT":      "abc",
+			"NXG_UNARY_TIMEOUT":         "soon",
+			"S3_USE_PATH_STYLE":         "maybe",
+			"NXG_MACHINE_OFFLINE_AFTER": "soon",
+			"NXG_MAX_STREAMS_PER_USER":  "lots",
 		} {
 			_, problems := parseProblems(t, with(map[string]string{name: bad}))
 			if len(problems) != 1 || !strings.HasPrefix(problems[0], name+":") || !strings.Contains(problems[0], bad) {
