@@ -186,6 +186,27 @@ func (b *gdprBundle) seedUser(t *testing.T, name string) seededUser {
 	}
 	b.exec(t, `INSERT INTO staff_branches (user_id, branch_id) VALUES ($1, $2)`, u.ID, branch)
 	b.exec(t, `INSERT INTO memberships (user_id, branch_id, valid_from, valid_until, created_by) VALUES ($1, $2, '2024-01-01T00:00:00Z', '2025-01-01T00:00:00Z', $1), ($1, NULL, '2024-06-01T00:00:00Z', NULL, NULL)`, u.ID, branch)
+	// The gym floor: a visit ended by this (staff) user, a machine link and
+	// a set in it, and a kiosk this user registered and revoked.
+	var machine, visit, link uuid.UUID
+	if err := b.tdb.Pool.QueryRow(ctx, `INSERT INTO machines (branch_id, name, machine_type, nfc_tag) VALUES ($1, 'Rower 1', 'rower', $2) RETURNING id`,
+		branch, "tag-"+name).Scan(&machine); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.tdb.Pool.QueryRow(ctx, `INSERT INTO gym_sessions (user_id, branch_id, method, started_at, expires_at, ended_at, end_reason, ended_by)
+		VALUES ($1, $2, 'qr', now() - interval '2 hours', now() + interval '2 hours', now() - interval '1 hour', 'staff', $1) RETURNING id`,
+		u.ID, branch).Scan(&visit); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.tdb.Pool.QueryRow(ctx, `INSERT INTO machine_links (machine_id, user_id, gym_session_id, linked_at, ended_at, end_reason)
+		VALUES ($1, $2, $3, now() - interval '90 minutes', now() - interval '1 hour', 'session_ended') RETURNING id`,
+		machine, u.ID, visit).Scan(&link); err != nil {
+		t.Fatal(err)
+	}
+	b.exec(t, `INSERT INTO machine_sets (user_id, gym_session_id, machine_id, link_id, client_set_id, reps, duration_seconds, distance_m, calories)
+		VALUES ($1, $2, $3, $4, 'set-1', 0, 600, 2400, 150)`, u.ID, visit, machine, link)
+	b.exec(t, `INSERT INTO devices (branch_id, kind, name, secret_hash, created_by, revoked_at, revoked_by)
+		VALUES ($1, 'kiosk', 'Entrance kiosk', $2, $3, now(), $3)`, branch, bytes.Repeat([]byte{7}, 32), u.ID)
 	b.exec(t, `INSERT INTO profiles (user_id, date_of_birth_enc, sex_enc, height_cm_enc, phone_enc, fitness_goal, activity_level, unit_system, timezone, home_branch_id)
 		VALUES ($1, $2, $3, $4, $5, 'build_muscle', 'active', 'metric', 'Europe/London', $6)`,
 		u.ID, seal("date_of_birth_enc", seedDOB), seal("sex_enc", seedSex), seal("height_cm_enc", num(seedHeight)), seal("phone_enc", seedPhone), branch)
