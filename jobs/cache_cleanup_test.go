@@ -335,8 +335,8 @@ func TestClientConfig(t *testing.T) {
 		if client.PeriodicJobs() == nil {
 			t.Error("client has no periodic job bundle")
 		}
-		if n := len(jobs.PeriodicJobs()); n != 3 {
-			t.Errorf("PeriodicJobs() has %d jobs, want 3 (cache cleanup, export retention, master key rewrap)", n)
+		if n := len(jobs.PeriodicJobs()); n != 4 {
+			t.Errorf("PeriodicJobs() has %d jobs, want 4 (cache cleanup, export retention, master key rewrap, machine offline sweep)", n)
 		}
 	})
 

@@ -228,6 +228,9 @@ type (
 		Sessions        []exportSession     `json:"sessions"`
 		AuditEvents     []exportAuditEvent  `json:"audit_events"`
 		DataExports     []exportRecord      `json:"data_exports"`
+		GymSessions     []exportGymSession  `json:"gym_sessions"`
+		MachineLinks    []exportMachineLink `json:"machine_links"`
+		MachineSets     []exportMachineSet  `json:"machine_sets"`
 	}
 	// exportAccount is the users row without the password hash and the
 	// wrapped data key: secrets, not data about the person.
@@ -306,6 +309,43 @@ type (
 		RequestID  string            `json:"request_id,omitempty"`
 		Details    map[string]string `json:"details,omitempty"`
 	}
+	// exportGymSession is one visit to a branch. Who ended it, when staff
+	// did, is another person's data and not disclosed: the reason says so.
+	exportGymSession struct {
+		ID        uuid.UUID  `json:"id"`
+		BranchID  uuid.UUID  `json:"branch_id"`
+		Method    string     `json:"method"`
+		StartedAt time.Time  `json:"started_at"`
+		ExpiresAt time.Time  `json:"expires_at"`
+		EndedAt   *time.Time `json:"ended_at"`
+		EndReason string     `json:"end_reason,omitempty"`
+	}
+	// exportMachineLink is a machine the user held during a visit.
+	exportMachineLink struct {
+		ID             uuid.UUID  `json:"id"`
+		GymSessionID   uuid.UUID  `json:"gym_session_id"`
+		MachineID      uuid.UUID  `json:"machine_id"`
+		MachineName    string     `json:"machine_name"`
+		BranchID       uuid.UUID  `json:"branch_id"`
+		LinkedAt       time.Time  `json:"linked_at"`
+		LastActivityAt time.Time  `json:"last_activity_at"`
+		EndedAt        *time.Time `json:"ended_at"`
+		EndReason      string     `json:"end_reason,omitempty"`
+	}
+	// exportMachineSet is a set a machine recorded for the user.
+	exportMachineSet struct {
+		ID              uuid.UUID `json:"id"`
+		GymSessionID    uuid.UUID `json:"gym_session_id"`
+		MachineID       uuid.UUID `json:"machine_id"`
+		LinkID          uuid.UUID `json:"link_id"`
+		ClientSetID     string    `json:"client_set_id"`
+		Reps            int32     `json:"reps"`
+		WeightKg        float64   `json:"weight_kg"`
+		DurationSeconds int32     `json:"duration_seconds"`
+		DistanceM       float64   `json:"distance_m"`
+		Calories        int32     `json:"calories"`
+		RecordedAt      time.Time `json:"recorded_at"`
+	}
 	exportRecord struct {
 		ID          uuid.UUID  `json:"id"`
 		Status      string     `json:"status"`
@@ -336,6 +376,9 @@ func (w *DataExportWorker) build(ctx context.Context, user dbsqlc.User, exp dbsq
 		Sessions:      []exportSession{},
 		AuditEvents:   []exportAuditEvent{},
 		DataExports:   []exportRecord{},
+		GymSessions:   []exportGymSession{},
+		MachineLinks:  []exportMachineLink{},
+		MachineSets:   []exportMachineSet{},
 	}
 	_, err = db.WithReadTxV(ctx, w.Pool, func(tx pgx.Tx) (struct{}, error) {
 		return struct{}{}, w.readDatabase(ctx, tx, dk, user.ID, a)
@@ -460,6 +503,49 @@ func (w *DataExportWorker) readDatabase(ctx context.Context, tx pgx.Tx, dk *fiel
 			r.ExpiresAt = &e.ExpiresAt.Time
 		}
 		a.DataExports = append(a.DataExports, r)
+	}
+	return readGymFloor(ctx, tx, userID, a)
+}
+
+// readGymFloor adds the user's visits to branches, the machines they held
+// and the sets those machines recorded.
+func readGymFloor(ctx context.Context, tx pgx.Tx, userID uuid.UUID, a *exportArchive) error {
+	sessions, err := queries.GymSessionsAll(ctx, tx, userID)
+	if err != nil {
+		return fmt.Errorf("read gym sessions: %w", err)
+	}
+	for _, s := range sessions {
+		e := exportGymSession{ID: s.ID, BranchID: s.BranchID, Method: s.Method, StartedAt: s.StartedAt, ExpiresAt: s.ExpiresAt, EndReason: s.EndReason.String}
+		if s.EndedAt.Valid {
+			e.EndedAt = &s.EndedAt.Time
+		}
+		a.GymSessions = append(a.GymSessions, e)
+	}
+	links, err := queries.GymSessionLinksAll(ctx, tx, userID)
+	if err != nil {
+		return fmt.Errorf("read machine links: %w", err)
+	}
+	for _, l := range links {
+		e := exportMachineLink{
+			ID: l.MachineLink.ID, GymSessionID: l.MachineLink.GymSessionID, MachineID: l.MachineLink.MachineID,
+			MachineName: l.MachineName, BranchID: l.BranchID, LinkedAt: l.MachineLink.LinkedAt,
+			LastActivityAt: l.MachineLink.LastActivityAt, EndReason: l.MachineLink.EndReason.String,
+		}
+		if l.MachineLink.EndedAt.Valid {
+			e.EndedAt = &l.MachineLink.EndedAt.Time
+		}
+		a.MachineLinks = append(a.MachineLinks, e)
+	}
+	sets, err := queries.GymSessionSetsAll(ctx, tx, userID)
+	if err != nil {
+		return fmt.Errorf("read machine sets: %w", err)
+	}
+	for _, s := range sets {
+		a.MachineSets = append(a.MachineSets, exportMachineSet{
+			ID: s.ID, GymSessionID: s.GymSessionID, MachineID: s.MachineID, LinkID: s.LinkID, ClientSetID: s.ClientSetID,
+			Reps: s.Reps, WeightKg: s.WeightKg, DurationSeconds: s.DurationSeconds, DistanceM: s.DistanceM,
+			Calories: s.Calories, RecordedAt: s.RecordedAt,
+		})
 	}
 	return nil
 }

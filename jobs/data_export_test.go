@@ -84,6 +84,26 @@ type exportArchive struct {
 		ID     uuid.UUID `json:"id"`
 		Status string    `json:"status"`
 	} `json:"data_exports"`
+	GymSessions []struct {
+		ID        uuid.UUID  `json:"id"`
+		BranchID  uuid.UUID  `json:"branch_id"`
+		Method    string     `json:"method"`
+		EndedAt   *time.Time `json:"ended_at"`
+		EndReason string     `json:"end_reason"`
+	} `json:"gym_sessions"`
+	MachineLinks []struct {
+		GymSessionID uuid.UUID `json:"gym_session_id"`
+		MachineName  string    `json:"machine_name"`
+		BranchID     uuid.UUID `json:"branch_id"`
+		EndReason    string    `json:"end_reason"`
+	} `json:"machine_links"`
+	MachineSets []struct {
+		GymSessionID    uuid.UUID `json:"gym_session_id"`
+		ClientSetID     string    `json:"client_set_id"`
+		DurationSeconds int32     `json:"duration_seconds"`
+		DistanceM       float64   `json:"distance_m"`
+		Calories        int32     `json:"calories"`
+	} `json:"machine_sets"`
 }
 
 func (b *gdprBundle) exportWorker(now time.Time) *jobs.DataExportWorker {
@@ -140,6 +160,40 @@ func TestDataExport(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
+
+	t.Run("IncludesGymFloor", func(t *testing.T) {
+		t.Parallel()
+		b := setupGDPR(t, false)
+		u, other := b.seedUser(t, "gym"), b.seedUser(t, "elsewhere")
+		if _, err := workExport(t, b, b.exportWorker(now), jobs.DataExportArgs{ExportID: u.PendingExport, UserID: u.ID}, nil); err != nil {
+			t.Fatalf("Work: %v", err)
+		}
+		raw := download(t, b, jobs.ExportObjectKey(u.ID, u.PendingExport))
+		var a exportArchive
+		if err := json.Unmarshal(raw, &a); err != nil {
+			t.Fatal(err)
+		}
+		// seedUser gives each user one visit, ended by staff, holding a
+		// rower that recorded one set.
+		if len(a.GymSessions) != 1 || a.GymSessions[0].Method != "qr" || a.GymSessions[0].EndReason != "staff" ||
+			a.GymSessions[0].EndedAt == nil || a.GymSessions[0].BranchID == uuid.Nil {
+			t.Fatalf("gym sessions = %+v, want the one visit ended by staff", a.GymSessions)
+		}
+		visit := a.GymSessions[0].ID
+		if len(a.MachineLinks) != 1 || a.MachineLinks[0].GymSessionID != visit || a.MachineLinks[0].MachineName != "Rower 1" ||
+			a.MachineLinks[0].EndReason != "session_ended" || a.MachineLinks[0].BranchID != a.GymSessions[0].BranchID {
+			t.Fatalf("machine links = %+v, want the rower of visit %s", a.MachineLinks, visit)
+		}
+		if len(a.MachineSets) != 1 || a.MachineSets[0].GymSessionID != visit || a.MachineSets[0].ClientSetID != "set-1" ||
+			a.MachineSets[0].DurationSeconds != 600 || a.MachineSets[0].DistanceM != 2400 || a.MachineSets[0].Calories != 150 {
+			t.Fatalf("machine sets = %+v, want the rower's set", a.MachineSets)
+		}
+		// Who ended the visit is staff's data, and the other user's
+		// visits are theirs.
+		if strings.Contains(string(raw), "ended_by") || strings.Contains(string(raw), other.ID.String()) {
+			t.Fatal("archive names who ended the visit or holds the other user's data")
+		}
+	})
 
 	t.Run("BuildsArchive", func(t *testing.T) {
 		t.Parallel()

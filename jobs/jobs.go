@@ -110,6 +110,15 @@ func Workers(deps Deps) (*river.Workers, error) {
 	if err := river.AddWorkerSafely(workers, &MasterKeyRewrapWorker{Pool: deps.Pool, MasterKeys: deps.MasterKeys}); err != nil {
 		return nil, err
 	}
+	if err := river.AddWorkerSafely(workers, &MachineOfflineSweepWorker{Pool: deps.Pool, OfflineAfter: deps.Floor.MachineOfflineAfter}); err != nil {
+		return nil, err
+	}
+	if err := river.AddWorkerSafely(workers, &SessionTimeoutWorker{Pool: deps.Pool}); err != nil {
+		return nil, err
+	}
+	if err := river.AddWorkerSafely(workers, &IdleUnlinkWorker{Pool: deps.Pool, Settings: deps.Floor}); err != nil {
+		return nil, err
+	}
 	return workers, nil
 }
 
@@ -136,6 +145,13 @@ func PeriodicJobs() []*river.PeriodicJob {
 			river.PeriodicInterval(24*time.Hour),
 			func() (river.JobArgs, *river.InsertOpts) { return MasterKeyRewrapArgs{}, nil },
 			&river.PeriodicJobOpts{ID: MasterKeyRewrapArgs{}.Kind(), RunOnStart: true},
+		),
+		// Run on start: after a deploy or an outage, consoles that went
+		// silent meanwhile show offline at once.
+		river.NewPeriodicJob(
+			river.PeriodicInterval(MachineOfflineSweepInterval),
+			func() (river.JobArgs, *river.InsertOpts) { return MachineOfflineSweepArgs{}, nil },
+			&river.PeriodicJobOpts{ID: MachineOfflineSweepArgs{}.Kind(), RunOnStart: true},
 		),
 	}
 }

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -379,6 +381,7 @@ func (s *authService) Logout(ctx context.Context, _ *connect.Request[nxgv1.Logou
 	if _, err := s.id.Sessions.Revoke(ctx, p.UserID.String(), p.SessionID); err != nil {
 		return nil, sessionStoreFailure(err)
 	}
+	notifyRevoked(ctx, s.pool, s.logger, p.UserID, p.SessionID)
 	if err := db.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
 		return s.record(ctx, tx, p.UserID, authActionLogout, "session", p.SessionID, audit.ResultSuccess, nil)
 	}); err != nil {
@@ -396,6 +399,7 @@ func (s *authService) LogoutAll(ctx context.Context, _ *connect.Request[nxgv1.Lo
 	if err != nil {
 		return nil, sessionStoreFailure(err)
 	}
+	notifyRevoked(ctx, s.pool, s.logger, p.UserID)
 	if err := db.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
 		return s.record(ctx, tx, p.UserID, authActionLogoutAll, "user", p.UserID.String(), audit.ResultSuccess,
 			map[string]string{"sessions_ended": strconv.Itoa(n)})
@@ -438,6 +442,9 @@ func (s *authService) RevokeSession(ctx context.Context, req *connect.Request[nx
 	revoked, err := s.id.Sessions.Revoke(ctx, p.UserID.String(), sid)
 	if err != nil {
 		return nil, sessionStoreFailure(err)
+	}
+	if revoked {
+		notifyRevoked(ctx, s.pool, s.logger, p.UserID, sid)
 	}
 	// Someone else's session, or one already ended, is not found: the
 	// caller learns nothing about sessions that are not theirs. The attempt
@@ -498,6 +505,14 @@ func (s *authService) ChangePassword(ctx context.Context, req *connect.Request[n
 		return nil, err
 	}
 
+	// The sessions about to end are listed first, so that their streams
+	// can be told to end too; the stream guard re-checks the remaining
+	// sessions of the account on any revocation, which covers a session
+	// made between the list and the revocation.
+	others, err := s.id.Sessions.List(ctx, user.ID.String())
+	if err != nil {
+		return nil, sessionStoreFailure(err)
+	}
 	ended, err := db.WithTxV(ctx, s.pool, func(tx pgx.Tx) (int, error) {
 		if err := s.queries.UserSetPassword(ctx, tx, dbsqlc.UserSetPasswordParams{ID: user.ID, PasswordHash: hash}); err != nil {
 			return 0, fmt.Errorf("change password: update: %w", err)
@@ -515,6 +530,15 @@ func (s *authService) ChangePassword(ctx context.Context, req *connect.Request[n
 	})
 	if err != nil {
 		return nil, err
+	}
+	endedIDs := make([]string, 0, len(others))
+	for _, o := range others {
+		if o.ID != p.SessionID {
+			endedIDs = append(endedIDs, o.ID)
+		}
+	}
+	if len(endedIDs) > 0 {
+		notifyRevoked(ctx, s.pool, s.logger, user.ID, endedIDs...)
 	}
 	return connect.NewResponse(&nxgv1.ChangePasswordResponse{OtherSessionsEnded: int32(ended)}), nil
 }
@@ -587,12 +611,111 @@ func accountToProto(u dbsqlc.User, staffBranches []uuid.UUID) *nxgv1.User {
 	}
 }
 
-// DeviceLogin is not built yet (issue 4, devices).
-func (s *authService) DeviceLogin(context.Context, *connect.Request[nxgv1.DeviceLoginRequest]) (*connect.Response[nxgv1.DeviceLoginResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("DeviceLogin is not built yet"))
+// errDeviceCredentials is every failed device sign-in: an unknown device,
+// a wrong secret and a revoked device look the same to the caller.
+var errDeviceCredentials = apperr.Unauthenticated("device id or secret is incorrect, or the device was revoked")
+
+// DeviceLogin trades a device's id and secret for a device access token.
+// Devices get no refresh token: they sign in again with their secret, so
+// revoking a device needs nothing but its row and its sessions.
+func (s *authService) DeviceLogin(ctx context.Context, req *connect.Request[nxgv1.DeviceLoginRequest]) (*connect.Response[nxgv1.DeviceLoginResponse], error) {
+	client := clientinfo.From(ctx)
+	id, err := uuid.Parse(req.Msg.GetDeviceId())
+	if err != nil {
+		return nil, apperr.InvalidArgument("device_id", "must be a UUID")
+	}
+	// Failed attempts are limited per device exactly like per account, and
+	// the limit is checked first, so a right secret after the limit is
+	// refused like a wrong one.
+	limitKey := "device:" + id.String()
+	if err := s.allowSignIn(ctx, limitKey, client.IP); err != nil {
+		return nil, err
+	}
+	d, err := s.queries.DeviceGet(ctx, s.pool, id)
+	known := err == nil
+	if err != nil && !db.IsNotFound(err) {
+		return nil, fmt.Errorf("device login: get device: %w", err)
+	}
+	stored := make([]byte, sha256.Size) // an unknown device matches nothing
+	if known {
+		stored = d.SecretHash
+	}
+	match := subtle.ConstantTimeCompare(deviceSecretHash(req.Msg.GetDeviceSecret()), stored) == 1
+	if !known || !match || d.RevokedAt.Valid {
+		reason := "bad_secret"
+		switch {
+		case !known:
+			reason = "unknown_device"
+		case match:
+			reason = "revoked"
+		}
+		return nil, s.deviceLoginFailed(ctx, limitKey, client.IP, id, reason)
+	}
+
+	device := deviceOfRow(d)
+	sess, _, err := s.id.Sessions.Create(ctx, id.String(), string(token.RoleDevice), d.Name, client.IP, client.UserAgent)
+	if err != nil {
+		return nil, sessionStoreFailure(err)
+	}
+	// The sign-in is recorded only while the device is not revoked. A
+	// revocation committing meanwhile makes the update find nothing; one
+	// committing later ends this session with all the others.
+	d, err = db.WithTxV(ctx, s.pool, func(tx pgx.Tx) (dbsqlc.Device, error) {
+		d, err := s.queries.DeviceRecordLogin(ctx, tx, id)
+		if db.IsNotFound(err) {
+			return dbsqlc.Device{}, errDeviceCredentials
+		}
+		if err != nil {
+			return dbsqlc.Device{}, fmt.Errorf("device login: record: %w", err)
+		}
+		err = s.id.Audit.Record(ctx, tx, deviceEvent(ctx, uuid.Nil, actionDeviceLogin, id, audit.ResultSuccess,
+			map[string]string{"session_id": sess.ID}))
+		return d, err
+	})
+	if err != nil {
+		s.revokeQuietly(ctx, id, sess.ID)
+		return nil, err
+	}
+	access, claims, err := s.id.Tokens.IssueDevice(id.String(), sess.ID, device.Claims())
+	if err != nil {
+		s.revokeQuietly(ctx, id, sess.ID)
+		return nil, fmt.Errorf("device login: issue access token: %w", err)
+	}
+	return connect.NewResponse(&nxgv1.DeviceLoginResponse{
+		AccessToken:          access,
+		AccessTokenExpiresAt: timestamppb.New(claims.ExpiresAt),
+		SessionId:            sess.ID,
+		Device:               deviceToProto(d),
+	}), nil
 }
 
-// CreateWebSocketTicket is not built yet (issue 4, WebSocket).
-func (s *authService) CreateWebSocketTicket(context.Context, *connect.Request[nxgv1.CreateWebSocketTicketRequest]) (*connect.Response[nxgv1.CreateWebSocketTicketResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("CreateWebSocketTicket is not built yet"))
+// deviceLoginFailed counts a failed device sign-in against the device and
+// the IP, audits it, and returns the one error every failure gets.
+func (s *authService) deviceLoginFailed(ctx context.Context, limitKey, ip string, device uuid.UUID, reason string) error {
+	if err := s.id.LoginLimiter.Fail(ctx, limitKey, ip); err != nil {
+		// The next Allow fails closed on the same outage.
+		s.logger.WarnContext(ctx, "could not record a failed device sign-in",
+			"request_id", requestid.From(ctx), "error", err)
+	}
+	if err := db.WithTx(ctx, s.pool, func(tx pgx.Tx) error {
+		return s.id.Audit.Record(ctx, tx, deviceEvent(ctx, uuid.Nil, actionDeviceLogin, device, audit.ResultFailure,
+			map[string]string{"reason": reason}))
+	}); err != nil {
+		return err
+	}
+	return errDeviceCredentials
+}
+
+// CreateWebSocketTicket gives the caller (a person or a device) a ticket
+// that opens one WebSocket as them within 30 seconds.
+func (s *authService) CreateWebSocketTicket(ctx context.Context, _ *connect.Request[nxgv1.CreateWebSocketTicketRequest]) (*connect.Response[nxgv1.CreateWebSocketTicketResponse], error) {
+	p, err := auth.MustPrincipal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t, expires, err := s.id.Tickets.Issue(ctx, p)
+	if err != nil {
+		return nil, sessionStoreFailure(err)
+	}
+	return connect.NewResponse(&nxgv1.CreateWebSocketTicketResponse{Ticket: t, ExpiresAt: timestamppb.New(expires)}), nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/nxg-fitness/nxg/internal/audit"
 	"github.com/nxg-fitness/nxg/internal/auth/password"
 	"github.com/nxg-fitness/nxg/internal/auth/session"
+	"github.com/nxg-fitness/nxg/internal/auth/ticket"
 	"github.com/nxg-fitness/nxg/internal/auth/token"
 	"github.com/nxg-fitness/nxg/internal/checkin"
 	"github.com/nxg-fitness/nxg/internal/devstack"
@@ -98,6 +99,7 @@ func newIdentity(t testing.TB, db *testkit.Database) *identityFixture {
 		Storage:      store,
 		River:        riverClient,
 		JWKS:         jwks,
+		Tickets:      ticket.NewStore(r.Client, r.Prefix, ticket.Options{Now: clock}),
 	}
 	return f
 }

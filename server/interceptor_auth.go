@@ -2,12 +2,36 @@ package server
 
 import (
 	"context"
+	"strings"
 
 	"connectrpc.com/connect"
 	"github.com/getsentry/sentry-go"
 
+	"github.com/nxg-fitness/nxg/gen/nxg/v1/nxgv1connect"
+	"github.com/nxg-fitness/nxg/internal/apperr"
 	"github.com/nxg-fitness/nxg/internal/auth"
+	"github.com/nxg-fitness/nxg/internal/auth/token"
 )
+
+// deviceProcedures are all a device token may call. Every other service
+// assumes a person's account behind the token (a profile, memberships,
+// sessions listed by user); refusing devices here, in one place, keeps a
+// device id from ever reaching code that reads it as a user id.
+var deviceProcedures = map[string]bool{
+	nxgv1connect.MachineServiceAttachProcedure:             true,
+	nxgv1connect.MachineServiceReportActivityProcedure:     true,
+	nxgv1connect.MachineServiceListMachinesProcedure:       true,
+	nxgv1connect.MachineServiceGetMachineProcedure:         true,
+	nxgv1connect.MachineServiceWatchMachinesProcedure:      true,
+	nxgv1connect.GymSessionServiceGetCheckinCodeProcedure:  true,
+	nxgv1connect.GymSessionServiceStartSessionProcedure:    true,
+	nxgv1connect.AuthServiceCreateWebSocketTicketProcedure: true,
+}
+
+// deviceMayCall reports whether a device token may call procedure; the
+// WebSocket endpoint asks it too, so devices are held to the same rules
+// there.
+func deviceMayCall(procedure string) bool { return deviceProcedures[procedure] }
 
 // authInterceptor authenticates every RPC that is not public: a valid
 // access token whose session is alive, or unauthenticated. The principal is
@@ -31,7 +55,7 @@ func (i *authInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		if req.Spec().IsClient || i.public[req.Spec().Procedure] {
 			return next(ctx, req)
 		}
-		ctx, err := i.authenticate(ctx, req.Header().Get("Authorization"))
+		ctx, err := i.authenticate(ctx, req.Spec().Procedure, req.Header().Get("Authorization"))
 		if err != nil {
 			return nil, err
 		}
@@ -48,7 +72,7 @@ func (i *authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc
 		if i.public[conn.Spec().Procedure] {
 			return next(ctx, conn)
 		}
-		ctx, err := i.authenticate(ctx, conn.RequestHeader().Get("Authorization"))
+		ctx, err := i.authenticate(ctx, conn.Spec().Procedure, conn.RequestHeader().Get("Authorization"))
 		if err != nil {
 			return err
 		}
@@ -56,10 +80,13 @@ func (i *authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc
 	}
 }
 
-func (i *authInterceptor) authenticate(ctx context.Context, authorization string) (context.Context, error) {
+func (i *authInterceptor) authenticate(ctx context.Context, procedure, authorization string) (context.Context, error) {
 	p, err := i.authn.Authenticate(ctx, authorization)
 	if err != nil {
 		return ctx, err
+	}
+	if p.Role == token.RoleDevice && !deviceMayCall(procedure) {
+		return ctx, apperr.PermissionDenied("devices may not call %s", strings.TrimPrefix(procedure, "/"))
 	}
 	if state := callStateFrom(ctx); state != nil {
 		state.userID = p.UserID.String()

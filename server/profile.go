@@ -1065,5 +1065,7 @@ func (s *profileService) DeleteAccount(ctx context.Context, req *connect.Request
 		s.logger.ErrorContext(ctx, "revoke sessions of deleted account; the erasure job will retry",
 			"request_id", requestid.From(ctx), "user_id", userID.String(), "error", err)
 	}
+	// Live streams of the account end now, on every server process.
+	notifyRevoked(context.WithoutCancel(ctx), s.pool, s.logger, userID)
 	return connect.NewResponse(&nxgv1.DeleteAccountResponse{}), nil
 }

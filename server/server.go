@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"connectrpc.com/connect"
@@ -27,6 +28,7 @@ import (
 	"github.com/nxg-fitness/nxg/internal/auth"
 	"github.com/nxg-fitness/nxg/internal/auth/password"
 	"github.com/nxg-fitness/nxg/internal/auth/session"
+	"github.com/nxg-fitness/nxg/internal/auth/ticket"
 	"github.com/nxg-fitness/nxg/internal/auth/token"
 	"github.com/nxg-fitness/nxg/internal/checkin"
 	"github.com/nxg-fitness/nxg/internal/clientinfo"
@@ -98,12 +100,14 @@ type Identity struct {
 	River *river.Client[pgx.Tx]
 	// JWKS is the public key set served at /.well-known/jwks.json.
 	JWKS []byte
+	// Tickets issues and redeems the single-use tickets that open /ws.
+	Tickets *ticket.Store
 }
 
 func (id Identity) complete() bool {
 	return id.Tokens != nil && id.Sessions != nil && id.Passwords != nil && id.LoginLimiter != nil &&
 		id.Limiter != nil && id.Audit != nil && id.MasterKeys != nil && id.Storage != nil &&
-		id.River != nil && len(id.JWKS) > 0
+		id.River != nil && len(id.JWKS) > 0 && id.Tickets != nil
 }
 
 // publicProcedures need no access token.
@@ -113,6 +117,7 @@ var publicProcedures = []string{
 	nxgv1connect.AuthServiceRegisterProcedure,
 	nxgv1connect.AuthServiceLoginProcedure,
 	nxgv1connect.AuthServiceRefreshProcedure,
+	nxgv1connect.AuthServiceDeviceLoginProcedure,
 }
 
 // NewHandler returns the API handler.
@@ -128,7 +133,7 @@ func NewHandler(opts Options) (http.Handler, error) {
 	}
 
 	handlerOpts := handlerOptions(opts)
-	guard := newStreamGuard(opts.Floor.Hub, opts.Floor.Settings, opts.Floor.Draining, opts.Logger)
+	guard := newStreamGuard(opts.Floor.Hub, opts.Floor.Settings, opts.Floor.Draining, opts.Logger).checkSessions(opts.Identity.Sessions)
 	gymSessions := NewGymSessionService(opts.Pool, opts.Identity, opts.Floor, guard, opts.Logger)
 	machines := NewMachineService(opts.Pool, opts.Identity, opts.Floor, guard, opts.Logger)
 
@@ -156,10 +161,11 @@ func NewHandler(opts Options) (http.Handler, error) {
 			return nxgv1connect.NewGymSessionServiceHandler(gymSessions, handlerOpts...)
 		}},
 		{nxgv1connect.MachineServiceName, func() (string, http.Handler) {
-			return nxgv1connect.NewMachineServiceHandler(machines, handlerOpts...)
+			// The machine codecs send each machine change encoded once to every watcher.
+			return nxgv1connect.NewMachineServiceHandler(machines, slices.Concat(handlerOpts, machines.handlerOptions())...)
 		}},
 		{nxgv1connect.DeviceServiceName, func() (string, http.Handler) {
-			return nxgv1connect.NewDeviceServiceHandler(NewDeviceService(opts.Pool, opts.Identity, opts.Floor), handlerOpts...)
+			return nxgv1connect.NewDeviceServiceHandler(NewDeviceService(opts.Pool, opts.Identity, opts.Floor, opts.Logger), handlerOpts...)
 		}},
 	}
 	names := make([]string, 0, len(services))

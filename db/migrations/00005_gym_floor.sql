@@ -101,8 +101,12 @@ ALTER TABLE machines
         END) STORED;
 CREATE INDEX machines_branch_idx ON machines (branch_id, name, id);
 CREATE INDEX machines_current_link_idx ON machines (current_link_id) WHERE current_link_id IS NOT NULL;
--- The offline sweeper's scan: consoles that are online.
-CREATE INDEX machines_online_seen_idx ON machines (last_seen_at) WHERE online AND last_seen_at IS NOT NULL;
+-- No index on last_seen_at or online: every heartbeat writes them, and an
+-- index on either (even as a partial index's predicate) would make each
+-- heartbeat a non-HOT update with an insert into every index. The offline
+-- sweeper scans the table instead, a few thousand rows every few seconds.
+-- The fill factor leaves room on each page for those HOT updates.
+ALTER TABLE machines SET (fillfactor = 70);
 
 -- +goose StatementBegin
 CREATE FUNCTION nxg_machines_version() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -146,6 +150,7 @@ CREATE INDEX machine_sets_link_idx ON machine_sets (link_id);
 DROP TABLE machine_sets;
 DROP TRIGGER machines_version ON machines;
 DROP FUNCTION nxg_machines_version();
+ALTER TABLE machines RESET (fillfactor);
 ALTER TABLE machines DROP COLUMN status;
 ALTER TABLE machines
     DROP COLUMN version,

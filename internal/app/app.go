@@ -29,6 +29,7 @@ import (
 	"github.com/nxg-fitness/nxg/internal/audit"
 	"github.com/nxg-fitness/nxg/internal/auth/password"
 	"github.com/nxg-fitness/nxg/internal/auth/session"
+	"github.com/nxg-fitness/nxg/internal/auth/ticket"
 	"github.com/nxg-fitness/nxg/internal/auth/token"
 	"github.com/nxg-fitness/nxg/internal/checkin"
 	"github.com/nxg-fitness/nxg/internal/clientinfo"
@@ -325,6 +326,7 @@ func (a *App) buildIdentity(cfg config.Config) error {
 		MasterKeys:   a.masterKeys,
 		Storage:      a.Storage,
 		JWKS:         publicJWKS,
+		Tickets:      ticket.NewStore(a.Redis, redisPrefix, ticket.Options{}),
 	}
 	return nil
 }

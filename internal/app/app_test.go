@@ -261,7 +261,7 @@ func TestApp(t *testing.T) {
 			if report.Status != "ready" {
 				t.Errorf("/readyz status = %q, want ready (body %s)", report.Status, body)
 			}
-			for _, name := range []string{"postgres", "redis", "river"} {
+			for _, name := range []string{"postgres", "redis", "river", "realtime"} {
 				if got := report.Checks[name].Status; got != "ok" {
 					t.Errorf("/readyz check %s = %q, want ok (body %s)", name, got, body)
 				}

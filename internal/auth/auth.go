@@ -6,6 +6,7 @@ package auth
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
@@ -120,5 +121,39 @@ func (a *Authenticator) Authenticate(ctx context.Context, authorization string) 
 	if !alive {
 		return Principal{}, errSessionEnded
 	}
-	return Principal{UserID: uid, SessionID: claims.SessionID, Role: claims.Role}, nil
+	p := Principal{UserID: uid, SessionID: claims.SessionID, Role: claims.Role}
+	if claims.Device != nil {
+		d, err := deviceOf(uid, *claims.Device)
+		if err != nil {
+			return Principal{}, &apperr.Error{Code: apperr.CodeUnauthenticated, Message: errNoCredentials.Message, Cause: err}
+		}
+		p.Device = d
+	}
+	return p, nil
+}
+
+// deviceOf turns a verified token's device claims into the calling Device.
+// The issuer only signs UUIDs here, so a failure means a token made by
+// something else with our key: it is refused like any bad token.
+func deviceOf(id uuid.UUID, c token.DeviceClaims) (*Device, error) {
+	branch, err := uuid.Parse(c.BranchID)
+	if err != nil {
+		return nil, fmt.Errorf("device token branch_id: %w", err)
+	}
+	d := &Device{ID: id, BranchID: branch, Kind: c.Kind}
+	if c.MachineID != "" {
+		if d.MachineID, err = uuid.Parse(c.MachineID); err != nil {
+			return nil, fmt.Errorf("device token machine_id: %w", err)
+		}
+	}
+	return d, nil
+}
+
+// DeviceClaims are the token claims that describe d, for IssueDevice.
+func (d Device) Claims() token.DeviceClaims {
+	c := token.DeviceClaims{BranchID: d.BranchID.String(), Kind: d.Kind}
+	if d.MachineID != uuid.Nil {
+		c.MachineID = d.MachineID.String()
+	}
+	return c
 }

@@ -3,6 +3,7 @@ package demodata
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -23,7 +24,9 @@ type Account struct {
 }
 
 // Accounts are the demo sign-ins, one per role. The staff account works at
-// the first demo branch (Branches[0]).
+// the first demo branch (Branches[0]), and the member holds an open-ended
+// membership of that branch only, so checking in elsewhere shows the
+// refusal.
 var Accounts = []Account{
 	{Email: "member@nxg.dev", Password: "nxg-member-pass-1", DisplayName: "Demo Member", Role: "member"},
 	{Email: "staff@nxg.dev", Password: "nxg-staff-pass-1", DisplayName: "Demo Staff", Role: "staff"},
@@ -32,12 +35,15 @@ var Accounts = []Account{
 
 // SeedAccounts creates the demo accounts that do not exist yet, each with
 // its data key wrapped under keys, an empty profile and privacy settings,
-// and the staff account's branch. Run Seed first: the branch must exist.
+// the staff account's branch and the member's membership. Run Seed first:
+// the branch must exist.
 //
 // It is idempotent and conservative: an existing account (matched by
 // email) keeps its id, password, role and name, so a developer who changed
 // the demo password keeps it, and passwords are hashed only for accounts
-// actually created. Missing profile, privacy and branch rows are added.
+// actually created. Missing profile, privacy and branch rows are added; the
+// member's membership is added only when they have never had one of the
+// branch, so a membership a developer ended stays ended.
 func SeedAccounts(ctx context.Context, pool *pgxpool.Pool, hasher *password.Hasher, keys *fieldcrypt.MasterKeys) error {
 	q := dbsqlc.New()
 	for _, a := range Accounts {
@@ -94,6 +100,9 @@ func seedAccount(ctx context.Context, pool *pgxpool.Pool, q *dbsqlc.Queries, has
 		if err := q.AdminPrivacyEnsure(ctx, tx, user.ID); err != nil {
 			return fmt.Errorf("privacy settings: %w", err)
 		}
+		if a.Role == "member" {
+			return seedMembership(ctx, tx, q, user.ID)
+		}
 		if a.Role != "staff" {
 			return nil
 		}
@@ -103,4 +112,28 @@ func seedAccount(ctx context.Context, pool *pgxpool.Pool, q *dbsqlc.Queries, has
 		}
 		return q.StaffBranchAdd(ctx, tx, dbsqlc.StaffBranchAddParams{UserID: user.ID, BranchID: branch})
 	})
+}
+
+// seedMembership gives the member an open-ended membership of the first demo
+// branch, unless they have (or had) one of it.
+func seedMembership(ctx context.Context, tx pgx.Tx, q *dbsqlc.Queries, userID uuid.UUID) error {
+	branch, err := q.AdminBranchIDByName(ctx, tx, Branches[0].Name)
+	if err != nil {
+		return fmt.Errorf("branch %s (run Seed first): %w", Branches[0].Name, err)
+	}
+	memberships, err := q.MembershipsAll(ctx, tx, userID)
+	if err != nil {
+		return fmt.Errorf("read memberships: %w", err)
+	}
+	for _, m := range memberships {
+		if m.BranchID.Valid && m.BranchID.UUID == branch {
+			return nil
+		}
+	}
+	if _, err := q.MembershipCreate(ctx, tx, dbsqlc.MembershipCreateParams{
+		UserID: userID, BranchID: uuid.NullUUID{UUID: branch, Valid: true}, ValidFrom: time.Now(),
+	}); err != nil {
+		return fmt.Errorf("membership: %w", err)
+	}
+	return nil
 }

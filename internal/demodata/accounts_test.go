@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/nxg-fitness/nxg/internal/auth/password"
 	"github.com/nxg-fitness/nxg/internal/demodata"
@@ -111,6 +112,45 @@ func TestSeedAccounts(t *testing.T) {
 			}
 		})
 	}
+	t.Run("MemberHoldsTheFirstBranchOnly", func(t *testing.T) {
+		member := readAccount(t, db, "member@nxg.dev")
+		// Seeded twice above, so also proves the second seed added none.
+		if got := memberships(t, db, member.id); len(got) != 1 || got[0] != demodata.Branches[0].Name+" open-ended active" {
+			t.Fatalf("member's memberships = %q, want one open-ended active membership of %s", got, demodata.Branches[0].Name)
+		}
+		usable := map[string]bool{}
+		for _, b := range demodata.Branches {
+			var active bool
+			if err := db.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM memberships m JOIN branches b ON b.name = $2
+				WHERE m.user_id = $1 AND m.ended_at IS NULL AND m.valid_from <= now()
+				  AND (m.branch_id IS NULL OR m.branch_id = b.id))`, member.id, b.Name).Scan(&active); err != nil {
+				t.Fatal(err)
+			}
+			usable[b.Name] = active
+		}
+		if !usable[demodata.Branches[0].Name] || usable[demodata.Branches[1].Name] {
+			t.Fatalf("branches the member may use = %v, want the first only", usable)
+		}
+		for _, email := range []string{"staff@nxg.dev", "admin@nxg.dev"} {
+			if got := memberships(t, db, readAccount(t, db, email).id); len(got) != 0 {
+				t.Errorf("%s memberships = %q, want none", email, got)
+			}
+		}
+	})
+
+	t.Run("KeepsAnEndedMembershipEnded", func(t *testing.T) {
+		member := readAccount(t, db, "member@nxg.dev")
+		if _, err := db.Pool.Exec(ctx, `UPDATE memberships SET ended_at = now() WHERE user_id = $1`, member.id); err != nil {
+			t.Fatal(err)
+		}
+		if err := demodata.SeedAccounts(ctx, db.Pool, hasher, keys); err != nil {
+			t.Fatal(err)
+		}
+		if got := memberships(t, db, member.id); len(got) != 1 || got[0] != demodata.Branches[0].Name+" open-ended ended" {
+			t.Fatalf("member's memberships after re-seeding = %q, want the ended one only", got)
+		}
+	})
+
 	if len(roles) != 3 || !roles["member"] || !roles["staff"] || !roles["admin"] {
 		t.Errorf("demo roles = %v, want one member, staff and admin", roles)
 	}
@@ -134,4 +174,24 @@ func TestSeedAccounts(t *testing.T) {
 			t.Errorf("member role was reset to %q", got.role)
 		}
 	})
+}
+
+// memberships describes a user's memberships as "branch open-ended|limited
+// active|ended", oldest first.
+func memberships(t *testing.T, db *testkit.Database, userID uuid.UUID) []string {
+	t.Helper()
+	rows, err := db.Pool.Query(context.Background(), `
+		SELECT coalesce(b.name, 'network') || ' ' ||
+		       CASE WHEN m.valid_until IS NULL THEN 'open-ended' ELSE 'limited' END || ' ' ||
+		       CASE WHEN m.ended_at IS NULL AND m.valid_from <= now() THEN 'active' ELSE 'ended' END
+		FROM memberships m LEFT JOIN branches b ON b.id = m.branch_id
+		WHERE m.user_id = $1 ORDER BY m.created_at, m.id`, userID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -39,8 +39,11 @@ const (
 	// HeaderType is the "typ" protected header of access tokens (RFC 9068).
 	HeaderType = "at+jwt"
 
-	claimSessionID = "sid"
-	claimRole      = "role"
+	claimSessionID     = "sid"
+	claimRole          = "role"
+	claimDeviceBranch  = "branch_id"
+	claimDeviceKind    = "device_kind"
+	claimDeviceMachine = "machine_id"
 )
 
 // ErrInvalidToken is returned, wrapped with the reason, for every token that
@@ -79,6 +82,40 @@ type Claims struct {
 	IssuedAt  time.Time
 	NotBefore time.Time
 	ExpiresAt time.Time
+	// Device describes the device of a RoleDevice token; nil for every
+	// other role. A device token always carries it, so a request signed in
+	// as a device knows its branch and kind without reading the database.
+	Device *DeviceClaims
+}
+
+// DeviceClaims are what a device token says about its device.
+type DeviceClaims struct {
+	// BranchID is the branch the device belongs to (a UUID).
+	BranchID string
+	// Kind is "machine", "nfc_reader" or "kiosk".
+	Kind string
+	// MachineID is the machine of a console; empty for other kinds.
+	MachineID string
+}
+
+// valid reports why d cannot be carried by a token, or nil.
+func (d DeviceClaims) valid() error {
+	if d.BranchID == "" {
+		return errors.New("empty device branch")
+	}
+	switch d.Kind {
+	case "machine":
+		if d.MachineID == "" {
+			return errors.New("a machine console without a machine")
+		}
+	case "nfc_reader", "kiosk":
+		if d.MachineID != "" {
+			return fmt.Errorf("a %s with a machine", d.Kind)
+		}
+	default:
+		return fmt.Errorf("unknown device kind %q", d.Kind)
+	}
+	return nil
 }
 
 // IssuerConfig configures an Issuer.
@@ -167,8 +204,25 @@ func NewIssuer(cfg IssuerConfig) (*Issuer, error) {
 // Issue signs a new access token for subject in session sessionID with role,
 // using the newest key of the ring. It returns the compact JWT and its
 // claims. Times are whole seconds (JWT NumericDate), and
-// ExpiresAt − IssuedAt is exactly the TTL.
+// ExpiresAt − IssuedAt is exactly the TTL. Device tokens are issued with
+// IssueDevice, which adds what the device is.
 func (i *Issuer) Issue(subject, sessionID string, role Role) (token string, claims Claims, err error) {
+	if role == RoleDevice {
+		return "", Claims{}, errors.New("token: device tokens are issued with IssueDevice")
+	}
+	return i.issue(subject, sessionID, role, nil)
+}
+
+// IssueDevice signs a RoleDevice token for the device deviceID in session
+// sessionID, carrying the device's branch, kind and machine.
+func (i *Issuer) IssueDevice(deviceID, sessionID string, device DeviceClaims) (token string, claims Claims, err error) {
+	if err := device.valid(); err != nil {
+		return "", Claims{}, fmt.Errorf("token: %w", err)
+	}
+	return i.issue(deviceID, sessionID, RoleDevice, &device)
+}
+
+func (i *Issuer) issue(subject, sessionID string, role Role, device *DeviceClaims) (token string, claims Claims, err error) {
 	if subject == "" {
 		return "", Claims{}, errors.New("token: empty subject")
 	}
@@ -191,9 +245,10 @@ func (i *Issuer) Issue(subject, sessionID string, role Role) (token string, clai
 		IssuedAt:  now,
 		NotBefore: now,
 		ExpiresAt: now.Add(i.ttl),
+		Device:    device,
 	}
 
-	tok, err := jwt.NewBuilder().
+	builder := jwt.NewBuilder().
 		Issuer(i.issuer).
 		Audience([]string{i.audience}).
 		Subject(subject).
@@ -202,8 +257,14 @@ func (i *Issuer) Issue(subject, sessionID string, role Role) (token string, clai
 		Expiration(claims.ExpiresAt).
 		JwtID(jti).
 		Claim(claimSessionID, sessionID).
-		Claim(claimRole, string(role)).
-		Build()
+		Claim(claimRole, string(role))
+	if device != nil {
+		builder = builder.Claim(claimDeviceBranch, device.BranchID).Claim(claimDeviceKind, device.Kind)
+		if device.MachineID != "" {
+			builder = builder.Claim(claimDeviceMachine, device.MachineID)
+		}
+	}
+	tok, err := builder.Build()
 	if err != nil {
 		return "", Claims{}, fmt.Errorf("token: build claims: %w", err)
 	}
@@ -315,12 +376,50 @@ func claimsOf(tok jwt.Token) (Claims, error) {
 	if !c.Role.Valid() {
 		return Claims{}, invalid("unknown role %q", role)
 	}
+	device, err := deviceClaimsOf(tok)
+	if err != nil {
+		return Claims{}, err
+	}
+	// A device token without its device, or a person's token carrying
+	// one, was not made by Issue or IssueDevice: refuse both.
+	switch {
+	case c.Role == RoleDevice && device == nil:
+		return Claims{}, invalid("device token without device claims")
+	case c.Role != RoleDevice && device != nil:
+		return Claims{}, invalid("%s token with device claims", c.Role)
+	}
+	c.Device = device
 	// Presence is enforced by jwt.WithRequiredClaim; ok is always true here.
 	c.IssuedAt, _ = tok.IssuedAt()
 	c.NotBefore, _ = tok.NotBefore()
 	c.ExpiresAt, _ = tok.Expiration()
 	c.IssuedAt, c.NotBefore, c.ExpiresAt = c.IssuedAt.UTC(), c.NotBefore.UTC(), c.ExpiresAt.UTC()
 	return c, nil
+}
+
+// deviceClaimsOf reads the device claims of tok: nil when it carries none.
+func deviceClaimsOf(tok jwt.Token) (*DeviceClaims, error) {
+	var d DeviceClaims
+	present := false
+	for _, c := range []struct {
+		name string
+		dst  *string
+	}{{claimDeviceBranch, &d.BranchID}, {claimDeviceKind, &d.Kind}, {claimDeviceMachine, &d.MachineID}} {
+		if !tok.Has(c.name) {
+			continue
+		}
+		present = true
+		if err := tok.Get(c.name, c.dst); err != nil {
+			return nil, invalidErr(err, "%s", c.name)
+		}
+	}
+	if !present {
+		return nil, nil
+	}
+	if err := d.valid(); err != nil {
+		return nil, invalidErr(err, "device claims")
+	}
+	return &d, nil
 }
 
 // isCompactJWS reports whether s looks like header.payload.signature using

@@ -188,7 +188,7 @@ func TestIssueVerify(t *testing.T) {
 	clk := &clock{now: t0}
 	iss := newTestIssuer(t, ringOf(t, k), clk)
 
-	for _, role := range []Role{RoleMember, RoleStaff, RoleAdmin, RoleDevice} {
+	for _, role := range []Role{RoleMember, RoleStaff, RoleAdmin} {
 		t.Run(strings.ToUpper(string(role[:1]))+string(role[1:]), func(t *testing.T) {
 			tok, issued, err := iss.Issue("user-42", "sess-7", role)
 			if err != nil {
@@ -313,6 +313,7 @@ func TestIssueRejects(t *testing.T) {
 		{"EmptyRole", "u", "s", Role("")},
 		{"CapitalizedRole", "u", "s", Role("Admin")},
 		{"Oversized", strings.Repeat("u", MaxTokenBytes), "s", RoleMember},
+		{"DeviceWithoutDeviceClaims", "u", "s", RoleDevice},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -944,6 +945,11 @@ func FuzzVerify(f *testing.F) {
 	parts := strings.Split(good, ".")
 	f.Add(good)
 	f.Add(signRaw(f, jwa.EdDSA(), k.priv, validHeader("fuzz"), with(validClaims(t0), "role", "device", "sub", "kiosk-1")))
+	device, _, err := iss.IssueDevice("console-1", "session-1", DeviceClaims{BranchID: "b", Kind: "machine", MachineID: "m"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(device)
 	f.Add(parts[0] + "." + parts[1] + ".")
 	f.Add(encodeSegment(f, map[string]any{"alg": "none", "typ": HeaderType, "kid": "fuzz"}) + "." + parts[1] + ".")
 	f.Add("")
@@ -972,6 +978,9 @@ func FuzzVerify(f *testing.F) {
 		}
 		if len(s) > MaxTokenBytes {
 			t.Fatalf("accepted %d-byte token", len(s))
+		}
+		if (c.Role == RoleDevice) != (c.Device != nil) {
+			t.Fatalf("accepted a %s token with device claims %+v", c.Role, c.Device)
 		}
 	})
 }

@@ -1,0 +1,438 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/nxg-fitness/nxg/gen/dbsqlc"
+	nxgv1 "github.com/nxg-fitness/nxg/gen/nxg/v1"
+	"github.com/nxg-fitness/nxg/internal/floor"
+	"github.com/nxg-fitness/nxg/internal/realtime"
+)
+
+const (
+	// machineFeedBuffer is how many events a watcher may have queued before
+	// it is dropped as a slow consumer. A branch has a few hundred machines
+	// at most, so a healthy watcher never comes near it, while a stalled one
+	// is cut off before it holds much memory.
+	machineFeedBuffer = 256
+	// machineFeedBatch is the most notifications the feed merges into one
+	// query when they queue up behind a slow load.
+	machineFeedBatch = 256
+	// machineFeedLoadTimeout bounds one load of changed machines, so a stuck
+	// database cannot stall the feed forever.
+	machineFeedLoadTimeout = 5 * time.Second
+	// machineEventsRemembered is how many recent events the codec can find
+	// by their Machine message (see eventFor). Older events are still sent
+	// correctly, only encoded per stream.
+	machineEventsRemembered = 4096
+)
+
+// machineFeed turns ChannelMachines notifications into machine events for
+// this process's watchers. It holds one hub subscription for the whole
+// process, loads each changed machine once, and hands the same event (and
+// so the same encoded bytes) to every watcher of the machine's branch: the
+// cost of a change grows with the number of watchers only by a channel send.
+type machineFeed struct {
+	pool   *pgxpool.Pool
+	hub    *realtime.Hub
+	log    *slog.Logger
+	buffer int
+
+	start sync.Once
+
+	mu       sync.Mutex
+	subs     map[uuid.UUID][]*machineSubscription // by branch; a slice is the fastest to fan out over
+	versions map[uuid.UUID]int64                  // highest version delivered, by machine
+	stopped  error                                // set once the hub stopped
+
+	// recent maps the Machine message of recent events to its event, so a
+	// codec handed a WatchMachinesResponse can reuse the event's bytes.
+	// Only the feed goroutine writes it; streams read it concurrently.
+	recent     sync.Map // *nxgv1.Machine → *machineEvent
+	recentRing []*nxgv1.Machine
+	recentNext int
+}
+
+// machineEvent is one machine after a change, or a resync marker, shared
+// by every subscriber that receives it.
+type machineEvent struct {
+	// Machine is the machine after the change. It is shared by every
+	// subscriber: read-only.
+	Machine *nxgv1.Machine
+	// Resync says events may have been missed: send a fresh snapshot.
+	Resync bool
+
+	branch  uuid.UUID
+	id      uuid.UUID
+	version int64
+
+	protoOnce sync.Once
+	proto     []byte
+	jsonOnce  sync.Once
+	json      []byte
+}
+
+// protoBytes returns the Machine's binary encoding, computed once however
+// many streams send it.
+func (e *machineEvent) protoBytes() []byte {
+	e.protoOnce.Do(func() {
+		b, err := proto.Marshal(e.Machine)
+		if err != nil {
+			// A Machine holds only strings, enums, numbers and a
+			// timestamp: it always encodes.
+			panic(fmt.Sprintf("server: encode machine: %v", err))
+		}
+		e.proto = b
+	})
+	return e.proto
+}
+
+// jsonBytes returns the Machine's protojson encoding, computed once.
+func (e *machineEvent) jsonBytes() []byte {
+	e.jsonOnce.Do(func() {
+		b, err := protojson.Marshal(e.Machine)
+		if err != nil {
+			panic(fmt.Sprintf("server: encode machine as JSON: %v", err))
+		}
+		e.json = b
+	})
+	return e.json
+}
+
+// machineSubscription is one watcher of a branch's machines.
+type machineSubscription struct {
+	feed   *machineFeed
+	branch uuid.UUID
+	ch     chan *machineEvent
+
+	// Guarded by feed.mu.
+	closed bool
+	err    error
+	index  int // position in feed.subs[branch] while open
+}
+
+// newMachineFeed returns the feed of hub's machine notifications. It
+// subscribes to the hub on the first subscribe and stops when the hub does.
+func newMachineFeed(pool *pgxpool.Pool, hub *realtime.Hub, logger *slog.Logger) *machineFeed {
+	return &machineFeed{
+		pool:       pool,
+		hub:        hub,
+		log:        logger.With("component", "machine_feed"),
+		buffer:     machineFeedBuffer,
+		subs:       make(map[uuid.UUID][]*machineSubscription),
+		versions:   make(map[uuid.UUID]int64),
+		recentRing: make([]*nxgv1.Machine, machineEventsRemembered),
+	}
+}
+
+// subscribe returns a subscription to the changes of branch's machines.
+// Changes committed after it returns are delivered, so a snapshot read
+// after subscribing misses nothing.
+func (f *machineFeed) subscribe(branch uuid.UUID) *machineSubscription {
+	f.start.Do(func() {
+		// Subscribing to the hub here, before any watcher is registered,
+		// means no notification committed after this subscribe returns is
+		// missed.
+		sub := f.hub.Subscribe(floor.ChannelMachines, nil)
+		go f.run(sub)
+	})
+	s := &machineSubscription{feed: f, branch: branch, ch: make(chan *machineEvent, f.buffer)}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped != nil {
+		s.closeLocked(f.stopped)
+		return s
+	}
+	s.index = len(f.subs[branch])
+	f.subs[branch] = append(f.subs[branch], s)
+	return s
+}
+
+// Events returns the subscription's events. It is closed when the
+// subscriber is dropped, the feed stops, or Close is called.
+func (s *machineSubscription) Events() <-chan *machineEvent { return s.ch }
+
+// Err tells why Events was closed: realtime.ErrSlowConsumer when dropped
+// for falling behind, realtime.ErrHubStopped when the hub stopped, nil
+// after Close or while open.
+func (s *machineSubscription) Err() error {
+	s.feed.mu.Lock()
+	defer s.feed.mu.Unlock()
+	return s.err
+}
+
+// Close ends the subscription. It is safe to call more than once.
+func (s *machineSubscription) Close() {
+	f := s.feed
+	f.mu.Lock()
+	if !s.closed {
+		f.removeLocked(s)
+		s.closeLocked(nil)
+	}
+	f.mu.Unlock()
+}
+
+func (s *machineSubscription) closeLocked(err error) {
+	s.closed = true
+	s.err = err
+	close(s.ch)
+}
+
+// removeLocked forgets s, moving the branch's last watcher into its
+// place; f.mu must be held and s open.
+func (f *machineFeed) removeLocked(s *machineSubscription) {
+	list := f.subs[s.branch]
+	last := len(list) - 1
+	list[s.index] = list[last]
+	list[s.index].index = s.index
+	list[last] = nil
+	if last == 0 {
+		delete(f.subs, s.branch)
+		return
+	}
+	f.subs[s.branch] = list[:last]
+}
+
+// snapshot returns every machine of branch, ordered by name then id.
+func (f *machineFeed) snapshot(ctx context.Context, branch uuid.UUID) ([]*nxgv1.Machine, error) {
+	rows, err := dbsqlc.New().MachineListByBranch(ctx, f.pool, branch)
+	if err != nil {
+		return nil, fmt.Errorf("load machines of branch: %w", err)
+	}
+	out := make([]*nxgv1.Machine, len(rows))
+	for i, r := range rows {
+		out[i] = machineProto(r)
+	}
+	return out, nil
+}
+
+// run delivers the hub's machine notifications until the hub stops. When
+// the feed itself falls behind the hub it resubscribes and tells every
+// watcher to resync, since notifications were lost.
+func (f *machineFeed) run(sub *realtime.Subscription) {
+	for {
+		f.consume(sub)
+		err := sub.Err()
+		if !errors.Is(err, realtime.ErrSlowConsumer) {
+			if err == nil {
+				err = realtime.ErrHubStopped
+			}
+			f.stop(err)
+			return
+		}
+		f.log.Warn("machine feed fell behind the hub; resubscribing and resyncing watchers")
+		sub = f.hub.Subscribe(floor.ChannelMachines, nil)
+		f.resync()
+	}
+}
+
+// consume handles sub's events until its channel closes. Notifications
+// that queued up while a load ran are merged into one load.
+func (f *machineFeed) consume(sub *realtime.Subscription) {
+	events := sub.Events()
+	batch := make([]realtime.Event, 0, machineFeedBatch)
+	for {
+		ev, ok := <-events
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], ev)
+	more:
+		for len(batch) < machineFeedBatch {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					break more
+				}
+				batch = append(batch, ev)
+			default:
+				break more
+			}
+		}
+		f.handle(batch)
+	}
+}
+
+// handle loads and delivers the machines a batch of notifications names.
+func (f *machineFeed) handle(batch []realtime.Event) {
+	resync := false
+	wanted := make(map[uuid.UUID]int64)
+	for _, ev := range batch {
+		if ev.Resync {
+			resync = true
+			continue
+		}
+		var changed floor.MachinesChanged
+		if err := json.Unmarshal(ev.Payload, &changed); err != nil {
+			f.log.Error("machine feed: bad notification payload", "error", err, "payload", string(ev.Payload))
+			continue
+		}
+		for _, m := range changed.Machines {
+			wanted[m.ID] = max(wanted[m.ID], m.Version)
+		}
+	}
+	if resync {
+		// Watchers re-read a snapshot, which covers the changes of this
+		// batch too; those are still delivered below, and a watcher skips
+		// versions its snapshot already had.
+		f.resync()
+	}
+	ids := f.undelivered(wanted)
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), machineFeedLoadTimeout)
+	rows, err := dbsqlc.New().MachineListByIDs(ctx, f.pool, ids)
+	cancel()
+	if err != nil {
+		// The changes cannot be delivered: watchers must re-read.
+		f.log.Error("machine feed: load changed machines; resyncing watchers", "error", err)
+		f.resync()
+		return
+	}
+	f.deliver(rows)
+}
+
+// undelivered returns the machines of wanted whose notified version is
+// newer than the one delivered.
+func (f *machineFeed) undelivered(wanted map[uuid.UUID]int64) []uuid.UUID {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ids := make([]uuid.UUID, 0, len(wanted))
+	for id, v := range wanted {
+		if v > f.versions[id] {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// deliver builds one event per machine not delivered at its version and
+// fans it out to the watchers of its branch.
+func (f *machineFeed) deliver(rows []dbsqlc.Machine) {
+	for _, r := range rows {
+		f.mu.Lock()
+		if r.Version <= f.versions[r.ID] {
+			f.mu.Unlock()
+			continue
+		}
+		f.versions[r.ID] = r.Version
+		f.mu.Unlock()
+		ev := &machineEvent{Machine: machineProto(r), branch: r.BranchID, id: r.ID, version: r.Version}
+		f.remember(ev)
+		f.publish(ev)
+	}
+}
+
+// publish fans ev out to the watchers of its branch without blocking.
+func (f *machineFeed) publish(ev *machineEvent) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fanOutLocked(f.subs[ev.branch], ev)
+}
+
+// fanOutLocked sends ev to every watcher of list; f.mu held. It walks
+// the list backwards, because dropping a watcher moves the last one into
+// its place, which a backwards walk has already served.
+func (f *machineFeed) fanOutLocked(list []*machineSubscription, ev *machineEvent) {
+	for i := len(list) - 1; i >= 0; i-- {
+		f.sendLocked(list[i], ev)
+	}
+}
+
+// resync tells every watcher that events may have been missed.
+func (f *machineFeed) resync() {
+	ev := &machineEvent{Resync: true}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, list := range f.subs {
+		f.fanOutLocked(list, ev)
+	}
+}
+
+// sendLocked puts ev in s's buffer, or drops s if it is full; f.mu held.
+func (f *machineFeed) sendLocked(s *machineSubscription, ev *machineEvent) {
+	select {
+	case s.ch <- ev:
+	default:
+		f.removeLocked(s)
+		s.closeLocked(realtime.ErrSlowConsumer)
+		f.log.Warn("machine watcher dropped: buffer full", "branch", s.branch, "buffer", cap(s.ch))
+	}
+}
+
+// stop closes every subscription with err and refuses new ones.
+func (f *machineFeed) stop(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stopped = err
+	for _, list := range f.subs {
+		for _, s := range list {
+			s.closeLocked(err)
+		}
+	}
+	clear(f.subs)
+}
+
+// remember makes ev findable by its Machine message for a while.
+func (f *machineFeed) remember(ev *machineEvent) {
+	if old := f.recentRing[f.recentNext]; old != nil {
+		f.recent.Delete(old)
+	}
+	f.recentRing[f.recentNext] = ev.Machine
+	f.recentNext = (f.recentNext + 1) % len(f.recentRing)
+	f.recent.Store(ev.Machine, ev)
+}
+
+// eventFor returns the recent event whose Machine message is m, if any.
+func (f *machineFeed) eventFor(m *nxgv1.Machine) (*machineEvent, bool) {
+	if m == nil {
+		return nil, false
+	}
+	v, ok := f.recent.Load(m)
+	if !ok {
+		return nil, false
+	}
+	return v.(*machineEvent), true
+}
+
+// machineProto converts a machines row to its message.
+func machineProto(m dbsqlc.Machine) *nxgv1.Machine {
+	return &nxgv1.Machine{
+		Id:        m.ID.String(),
+		BranchId:  m.BranchID.String(),
+		Name:      m.Name,
+		Type:      nxgv1.MachineType(nxgv1.MachineType_value["MACHINE_TYPE_"+strings.ToUpper(m.MachineType)]),
+		Status:    machineStatusProto(m.Status.String),
+		NfcTag:    m.NfcTag,
+		UpdatedAt: timestamppb.New(m.UpdatedAt),
+		Version:   m.Version,
+	}
+}
+
+// machineStatusProto converts a machines.status value to its enum.
+func machineStatusProto(s string) nxgv1.MachineStatus {
+	return nxgv1.MachineStatus(nxgv1.MachineStatus_value["MACHINE_STATUS_"+strings.ToUpper(s)])
+}
+
+// machineStatusText is how a status reads in an error message: "machine
+// X is in use".
+func machineStatusText(s string) string {
+	if s == "maintenance" {
+		return "in maintenance"
+	}
+	return strings.ReplaceAll(s, "_", " ")
+}

@@ -1,0 +1,442 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/nxg-fitness/nxg/db"
+	"github.com/nxg-fitness/nxg/gen/dbsqlc"
+	nxgv1 "github.com/nxg-fitness/nxg/gen/nxg/v1"
+	"github.com/nxg-fitness/nxg/internal/floor"
+	"github.com/nxg-fitness/nxg/internal/realtime"
+	"github.com/nxg-fitness/nxg/internal/testkit"
+)
+
+// feedTestBranch inserts a branch straight into db and returns its id.
+func feedTestBranch(t testing.TB, d *testkit.Database, name string) uuid.UUID {
+	t.Helper()
+	var id uuid.UUID
+	if err := d.Pool.QueryRow(context.Background(),
+		`INSERT INTO branches (name, address, timezone, capacity) VALUES ($1, 'x', 'Europe/London', 100) RETURNING id`, name).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// feedTestMachine inserts a machine of branch and returns its id.
+func feedTestMachine(t testing.TB, d *testkit.Database, branch uuid.UUID, name string) uuid.UUID {
+	t.Helper()
+	var id uuid.UUID
+	if err := d.Pool.QueryRow(context.Background(),
+		`INSERT INTO machines (branch_id, name, machine_type, nfc_tag) VALUES ($1, $2, 'rower', $3) RETURNING id`,
+		branch, name, "tag-"+uuid.NewString()).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// feedTestToggle flips machines into or out of maintenance and notifies,
+// in one transaction, as a staff change does.
+func feedTestToggle(t testing.TB, d *testkit.Database, branch uuid.UUID, maintenance bool, machines ...uuid.UUID) {
+	t.Helper()
+	ctx := context.Background()
+	err := db.WithTx(ctx, d.Pool, func(tx pgx.Tx) error {
+		var changed []floor.MachineVersion
+		for _, id := range machines {
+			m, err := dbsqlc.New().MachineSetMaintenance(ctx, tx, dbsqlc.MachineSetMaintenanceParams{ID: id, Maintenance: maintenance})
+			if err != nil {
+				return err
+			}
+			changed = append(changed, floor.MachineVersion{ID: m.ID, Version: m.Version})
+		}
+		return floor.NotifyMachines(ctx, tx, branch, changed...)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// nextMachineEvent waits up to 10s for the subscription's next event.
+func nextMachineEvent(t testing.TB, s *machineSubscription) *machineEvent {
+	t.Helper()
+	select {
+	case ev, ok := <-s.Events():
+		if !ok {
+			t.Fatalf("subscription closed: %v", s.Err())
+		}
+		return ev
+	case <-time.After(10 * time.Second):
+		t.Fatal("no machine event within 10s")
+		return nil
+	}
+}
+
+func TestMachineFeed(t *testing.T) {
+	t.Parallel()
+
+	t.Run("DeliversEachVersionOnceToItsBranch", func(t *testing.T) {
+		t.Parallel()
+		d := testkit.NewDatabase(t)
+		fl := newFloor(t, d)
+		feed := newMachineFeed(d.Pool, fl.Hub, slog.New(slog.DiscardHandler))
+		branch := feedTestBranch(t, d, "Feed A")
+		other := feedTestBranch(t, d, "Feed B")
+		rower := feedTestMachine(t, d, branch, "Rower")
+		elsewhere := feedTestMachine(t, d, other, "Bike")
+
+		sub := feed.subscribe(branch)
+		defer sub.Close()
+		otherSub := feed.subscribe(other)
+		defer otherSub.Close()
+
+		feedTestToggle(t, d, branch, true, rower)
+		ev := nextMachineEvent(t, sub)
+		if ev.Resync || ev.Machine.GetId() != rower.String() || ev.Machine.GetStatus() != nxgv1.MachineStatus_MACHINE_STATUS_MAINTENANCE || ev.version != 2 {
+			t.Fatalf("event = %+v", ev)
+		}
+
+		// A second notification of a version already delivered sends
+		// nothing; the next real change does.
+		err := db.WithTx(context.Background(), d.Pool, func(tx pgx.Tx) error {
+			return floor.NotifyMachines(context.Background(), tx, branch, floor.MachineVersion{ID: rower, Version: 2})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		feedTestToggle(t, d, other, true, elsewhere)
+		if ev := nextMachineEvent(t, otherSub); ev.Machine.GetId() != elsewhere.String() {
+			t.Fatalf("other branch event = %+v", ev)
+		}
+		feedTestToggle(t, d, branch, false, rower)
+		ev = nextMachineEvent(t, sub)
+		if ev.version != 3 || ev.Machine.GetStatus() != nxgv1.MachineStatus_MACHINE_STATUS_AVAILABLE {
+			t.Fatalf("after the duplicate, event = %+v (version %d), want version 3", ev.Machine, ev.version)
+		}
+		select {
+		case ev := <-sub.Events():
+			t.Fatalf("unexpected event %+v", ev)
+		default:
+		}
+
+		// The shared encodings are the machine's.
+		var fromProto, fromJSON nxgv1.Machine
+		if err := proto.Unmarshal(ev.protoBytes(), &fromProto); err != nil || !proto.Equal(&fromProto, ev.Machine) {
+			t.Fatalf("protoBytes decode to %v (%v)", &fromProto, err)
+		}
+		if err := protojson.Unmarshal(ev.jsonBytes(), &fromJSON); err != nil || !proto.Equal(&fromJSON, ev.Machine) {
+			t.Fatalf("jsonBytes decode to %v (%v)", &fromJSON, err)
+		}
+		if got, ok := feed.eventFor(ev.Machine); !ok || got != ev {
+			t.Fatal("eventFor does not find the event by its machine")
+		}
+		if _, ok := feed.eventFor(proto.Clone(ev.Machine).(*nxgv1.Machine)); ok {
+			t.Fatal("eventFor found an event for a copy of its machine")
+		}
+	})
+
+	t.Run("SlowSubscriberIsDroppedOthersAreNot", func(t *testing.T) {
+		t.Parallel()
+		d := testkit.NewDatabase(t)
+		fl := newFloor(t, d)
+		feed := newMachineFeed(d.Pool, fl.Hub, slog.New(slog.DiscardHandler))
+		branch := feedTestBranch(t, d, "Feed Slow")
+		machines := make([]uuid.UUID, 5)
+		for i := range machines {
+			machines[i] = feedTestMachine(t, d, branch, fmt.Sprintf("M%d", i))
+		}
+		feed.buffer = 3
+		slow := feed.subscribe(branch)
+		feed.buffer = 100
+		fast := feed.subscribe(branch)
+		defer fast.Close()
+
+		feedTestToggle(t, d, branch, true, machines...)
+		for range machines {
+			nextMachineEvent(t, fast)
+		}
+		waitUntil(t, "the slow subscriber to be dropped", func() bool { return slow.Err() != nil })
+		if !errors.Is(slow.Err(), realtime.ErrSlowConsumer) {
+			t.Fatalf("slow Err = %v", slow.Err())
+		}
+		// What it had buffered is still readable, then its channel ends.
+		n := 0
+		for range slow.Events() {
+			n++
+		}
+		if n != 3 {
+			t.Fatalf("slow subscriber read %d buffered events, want 3", n)
+		}
+		slow.Close() // after a drop, Close is harmless
+		if fast.Err() != nil {
+			t.Fatalf("fast Err = %v", fast.Err())
+		}
+	})
+
+	t.Run("ResyncAndHubStop", func(t *testing.T) {
+		t.Parallel()
+		d := testkit.NewDatabase(t)
+		hub := realtime.NewHub(realtime.Options{DatabaseURL: d.URL, Channels: floor.Channels, Logger: slog.New(slog.DiscardHandler)})
+		feed := newMachineFeed(d.Pool, hub, slog.New(slog.DiscardHandler))
+		branch := feedTestBranch(t, d, "Feed Resync")
+
+		// Subscribed before the hub runs: the hub's Resync on connecting
+		// reaches the feed's watchers.
+		sub := feed.subscribe(branch)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = hub.Run(ctx)
+		}()
+		defer func() { cancel(); <-done }()
+		if ev := nextMachineEvent(t, sub); !ev.Resync {
+			t.Fatalf("first event = %+v, want a resync", ev)
+		}
+
+		// A notification the feed cannot read is logged and skipped.
+		if err := db.WithTx(ctx, d.Pool, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `SELECT pg_notify($1, 'not json')`, floor.ChannelMachines)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		m := feedTestMachine(t, d, branch, "After garbage")
+		feedTestToggle(t, d, branch, true, m)
+		if ev := nextMachineEvent(t, sub); ev.Machine.GetId() != m.String() {
+			t.Fatalf("event = %+v", ev)
+		}
+
+		cancel()
+		<-done
+		waitUntil(t, "the watcher to end with the hub", func() bool { return sub.Err() != nil })
+		if !errors.Is(sub.Err(), realtime.ErrHubStopped) {
+			t.Fatalf("Err = %v, want ErrHubStopped", sub.Err())
+		}
+		late := feed.subscribe(branch)
+		if _, ok := <-late.Events(); ok || !errors.Is(late.Err(), realtime.ErrHubStopped) {
+			t.Fatalf("subscribe after stop: Err = %v", late.Err())
+		}
+	})
+
+	t.Run("FeedFallingBehindTheHubResyncsWatchers", func(t *testing.T) {
+		t.Parallel()
+		d := testkit.NewDatabase(t)
+		// A hub buffer of one: a burst of notifications overflows the
+		// feed's own subscription while it loads the first.
+		hub := realtime.NewHub(realtime.Options{DatabaseURL: d.URL, Channels: floor.Channels, Buffer: 1, Logger: slog.New(slog.DiscardHandler)})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = hub.Run(ctx)
+		}()
+		defer func() { cancel(); <-done }()
+		waitUntil(t, "the hub to connect", hub.Ready)
+		feed := newMachineFeed(d.Pool, hub, slog.New(slog.DiscardHandler))
+		branch := feedTestBranch(t, d, "Feed Behind")
+		sub := feed.subscribe(branch)
+		defer sub.Close()
+
+		if err := db.WithTx(ctx, d.Pool, func(tx pgx.Tx) error {
+			for i := range 200 {
+				// Distinct payloads: PostgreSQL folds identical ones.
+				if err := floor.NotifyMachines(ctx, tx, branch, floor.MachineVersion{ID: uuid.New(), Version: int64(i + 1)}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if ev := nextMachineEvent(t, sub); !ev.Resync {
+			t.Fatalf("event = %+v, want a resync", ev)
+		}
+		// The feed resubscribed: later changes still arrive. A change made
+		// while the end of the burst still overflows the feed may be lost,
+		// with a resync in its place, so the change is repeated until one
+		// arrives as an event.
+		m := feedTestMachine(t, d, branch, "After the burst")
+		deadline := time.Now().Add(10 * time.Second)
+		for maintenance := true; ; maintenance = !maintenance {
+			if time.Now().After(deadline) {
+				t.Fatal("no change delivered after the feed fell behind")
+			}
+			feedTestToggle(t, d, branch, maintenance, m)
+			select {
+			case ev, ok := <-sub.Events():
+				if !ok {
+					t.Fatalf("watcher dropped: %v", sub.Err())
+				}
+				if !ev.Resync && ev.Machine.GetId() == m.String() {
+					return
+				}
+			case <-time.After(time.Second):
+			}
+		}
+	})
+
+	t.Run("MachineProto", func(t *testing.T) {
+		t.Parallel()
+		now := time.Now()
+		m := machineProto(dbsqlc.Machine{
+			ID: uuid.New(), BranchID: uuid.New(), Name: "Leg press", MachineType: "leg_press", NfcTag: "t",
+			UpdatedAt: now, Version: 7, Status: pgtype.Text{String: "in_use", Valid: true},
+		})
+		if m.GetType() != nxgv1.MachineType_MACHINE_TYPE_LEG_PRESS || m.GetStatus() != nxgv1.MachineStatus_MACHINE_STATUS_IN_USE ||
+			m.GetVersion() != 7 || !m.GetUpdatedAt().AsTime().Equal(now.Truncate(time.Nanosecond)) {
+			t.Fatalf("machine = %v", m)
+		}
+	})
+}
+
+// benchFeed returns a feed with n watchers of one branch and no hub: the
+// benchmark drives publish directly, as the feed goroutine does.
+func benchFeed(b *testing.B, n int) (*machineFeed, []*machineSubscription, uuid.UUID) {
+	b.Helper()
+	feed := newMachineFeed(nil, nil, slog.New(slog.DiscardHandler))
+	feed.start.Do(func() {}) // no hub subscription
+	branch := uuid.New()
+	subs := make([]*machineSubscription, n)
+	for i := range subs {
+		subs[i] = feed.subscribe(branch)
+	}
+	return feed, subs, branch
+}
+
+func benchMachine(branch uuid.UUID, version int64) *nxgv1.Machine {
+	return &nxgv1.Machine{
+		Id: uuid.NewString(), BranchId: branch.String(), Name: "Treadmill 12", Type: nxgv1.MachineType_MACHINE_TYPE_TREADMILL,
+		Status: nxgv1.MachineStatus_MACHINE_STATUS_IN_USE, NfcTag: "NXG-TAG-000012", UpdatedAt: timestamppb.Now(), Version: version,
+	}
+}
+
+// BenchmarkMachineFeedFanOut measures handing one event to 10,000 watchers
+// of a branch: the feed's share of the per-delivery CPU budget.
+func BenchmarkMachineFeedFanOut(b *testing.B) {
+	const watchers = 10_000
+	feed, subs, branch := benchFeed(b, watchers)
+	ev := &machineEvent{Machine: benchMachine(branch, 1), branch: branch}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		feed.publish(ev)
+		if (i+1)%machineFeedBuffer == 0 {
+			// Keep buffers from filling, outside the measured time.
+			b.StopTimer()
+			for _, s := range subs {
+				for len(s.ch) > 0 {
+					<-s.ch
+				}
+			}
+			b.StartTimer()
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*watchers), "ns/delivery")
+	for _, s := range subs {
+		if s.Err() != nil {
+			b.Fatalf("a watcher was dropped: %v", s.Err())
+		}
+	}
+}
+
+// BenchmarkWatchMachinesEncode compares encoding one change per stream with
+// Connect's default codecs against the machine codecs, which reuse the
+// event's bytes encoded once.
+func BenchmarkWatchMachinesEncode(b *testing.B) {
+	feed := newMachineFeed(nil, nil, slog.New(slog.DiscardHandler))
+	branch := uuid.New()
+	ev := &machineEvent{Machine: benchMachine(branch, 1), branch: branch}
+	feed.remember(ev)
+	ev.protoBytes()
+	ev.jsonBytes()
+	msg := &nxgv1.WatchMachinesResponse{Sequence: 123456, Event: &nxgv1.WatchMachinesResponse_Machine{Machine: ev.Machine}}
+	buf := make([]byte, 0, 1024)
+	run := func(name string, enc func([]byte) ([]byte, error)) {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				out, err := enc(buf[:0])
+				if err != nil {
+					b.Fatal(err)
+				}
+				buf = out
+			}
+		})
+	}
+	run("DefaultProto", func(dst []byte) ([]byte, error) { return proto.MarshalOptions{}.MarshalAppend(dst, msg) })
+	run("SharedProto", func(dst []byte) ([]byte, error) { return (&machineProtoCodec{feed: feed}).MarshalAppend(dst, msg) })
+	run("DefaultJSON", func(dst []byte) ([]byte, error) { return protojson.MarshalOptions{}.MarshalAppend(dst, msg) })
+	run("SharedJSON", func(dst []byte) ([]byte, error) {
+		return (&machineJSONCodec{feed: feed, name: "json"}).MarshalAppend(dst, msg)
+	})
+}
+
+func TestMachineCodecs(t *testing.T) {
+	t.Parallel()
+	feed := newMachineFeed(nil, nil, slog.New(slog.DiscardHandler))
+	branch := uuid.New()
+	ev := &machineEvent{Machine: benchMachine(branch, 4), branch: branch}
+	feed.remember(ev)
+	shared := &nxgv1.WatchMachinesResponse{Sequence: 300, Event: &nxgv1.WatchMachinesResponse_Machine{Machine: ev.Machine}}
+	copied := &nxgv1.WatchMachinesResponse{Sequence: 300, Event: &nxgv1.WatchMachinesResponse_Machine{Machine: proto.Clone(ev.Machine).(*nxgv1.Machine)}}
+	other := &nxgv1.GetMachineResponse{Machine: ev.Machine}
+	protoCodec := &machineProtoCodec{feed: feed}
+	jsonCodec := &machineJSONCodec{feed: feed, name: "json"}
+
+	for _, msg := range []proto.Message{shared, copied, other} {
+		b, err := protoCodec.Marshal(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want, _ := proto.Marshal(msg); string(b) != string(want) {
+			t.Fatalf("proto codec wrote %x, want %x", b, want)
+		}
+		got := msg.ProtoReflect().New().Interface()
+		if err := protoCodec.Unmarshal(b, got); err != nil || !proto.Equal(got, msg) {
+			t.Fatalf("proto round trip = %v (%v)", got, err)
+		}
+
+		j, err := jsonCodec.Marshal(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = msg.ProtoReflect().New().Interface()
+		if err := jsonCodec.Unmarshal(j, got); err != nil || !proto.Equal(got, msg) {
+			t.Fatalf("JSON round trip of %s = %v (%v)", j, got, err)
+		}
+	}
+	// The first message at sequence 0 omits the field, as protojson does.
+	zero := &nxgv1.WatchMachinesResponse{Event: &nxgv1.WatchMachinesResponse_Machine{Machine: ev.Machine}}
+	if j, _ := jsonCodec.Marshal(zero); string(j) != `{"machine":`+string(ev.jsonBytes())+`}` {
+		t.Fatalf("JSON of sequence 0 = %s", j)
+	}
+	if _, err := protoCodec.Marshal("not a message"); err == nil {
+		t.Fatal("proto codec marshalled a string")
+	}
+	if _, err := jsonCodec.Marshal(42); err == nil {
+		t.Fatal("JSON codec marshalled an int")
+	}
+	if err := protoCodec.Unmarshal(nil, "x"); err == nil {
+		t.Fatal("proto codec unmarshalled into a string")
+	}
+	if err := jsonCodec.Unmarshal(nil, &nxgv1.GetMachineRequest{}); err == nil {
+		t.Fatal("JSON codec accepted an empty body")
+	}
+	if err := jsonCodec.Unmarshal([]byte("{}"), "x"); err == nil {
+		t.Fatal("JSON codec unmarshalled into a string")
+	}
+	if !protoCodec.IsBinary() || jsonCodec.IsBinary() || protoCodec.Name() != "proto" || jsonCodec.Name() != "json" {
+		t.Fatal("codec names or kinds are wrong")
+	}
+}
