@@ -160,7 +160,7 @@ func (s *deviceService) RevokeDevice(ctx context.Context, req *connect.Request[n
 		if err != nil {
 			return dbsqlc.Device{}, fmt.Errorf("read device: %w", err)
 		}
-		if err := s.requireStaffOf(ctx, tx, p, d.BranchID, "revoke devices"); err != nil {
+		if err := requireStaffOf(ctx, tx, p, d.BranchID, "revoke devices"); err != nil {
 			return dbsqlc.Device{}, err
 		}
 		if d.RevokedAt.Valid {
@@ -262,29 +262,13 @@ func staffCaller(ctx context.Context, what string) (auth.Principal, error) {
 // Staff get permission_denied for any other branch, existing or not, so
 // they learn nothing about branches outside their own.
 func (s *deviceService) requireBranch(ctx context.Context, tx pgx.Tx, p auth.Principal, branchID uuid.UUID, what string) error {
-	if err := s.requireStaffOf(ctx, tx, p, branchID, what); err != nil {
+	if err := requireStaffOf(ctx, tx, p, branchID, what); err != nil {
 		return err
 	}
 	if _, err := s.queries.BranchGet(ctx, tx, branchID); db.IsNotFound(err) {
 		return apperr.NotFound("branch", branchID.String())
 	} else if err != nil {
 		return fmt.Errorf("read branch: %w", err)
-	}
-	return nil
-}
-
-// requireStaffOf checks that a staff caller works at the branch; admins
-// work everywhere.
-func (s *deviceService) requireStaffOf(ctx context.Context, tx pgx.Tx, p auth.Principal, branchID uuid.UUID, what string) error {
-	if p.IsAdmin() {
-		return nil
-	}
-	has, err := s.queries.StaffBranchHas(ctx, tx, dbsqlc.StaffBranchHasParams{UserID: p.UserID, BranchID: branchID})
-	if err != nil {
-		return fmt.Errorf("read staff branches: %w", err)
-	}
-	if !has {
-		return apperr.PermissionDenied("staff may only %s of the branches they work at", what)
 	}
 	return nil
 }

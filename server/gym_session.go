@@ -96,7 +96,7 @@ func (s *gymSessionService) GetCheckinCode(ctx context.Context, req *connect.Req
 				return struct{}{}, apperr.PermissionDenied("only a kiosk of this branch may show its check-in code")
 			}
 		case p.IsStaff():
-			if err := s.requireStaffOf(ctx, tx, p, branchID, "show check-in codes"); err != nil {
+			if err := requireStaffOf(ctx, tx, p, branchID, "show check-in codes"); err != nil {
 				return struct{}{}, err
 			}
 		default:
@@ -122,22 +122,6 @@ func (s *gymSessionService) GetCheckinCode(ctx context.Context, req *connect.Req
 		ExpiresAt: timestamppb.New(expiresAt),
 		RefreshAt: timestamppb.New(refreshAt),
 	}), nil
-}
-
-// requireStaffOf checks that staff (not admins, who may act everywhere)
-// work at the branch; doing names the action in the refusal.
-func (s *gymSessionService) requireStaffOf(ctx context.Context, tx pgx.Tx, p auth.Principal, branchID uuid.UUID, doing string) error {
-	if p.IsAdmin() {
-		return nil
-	}
-	has, err := s.queries.StaffBranchHas(ctx, tx, dbsqlc.StaffBranchHasParams{UserID: p.UserID, BranchID: branchID})
-	if err != nil {
-		return fmt.Errorf("read staff branches: %w", err)
-	}
-	if !has {
-		return apperr.PermissionDenied("staff may only %s at the branches they work at", doing)
-	}
-	return nil
 }
 
 // checkinAttempt is a StartSession request whose caller and credential

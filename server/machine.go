@@ -319,14 +319,8 @@ func (s *machineService) SetMachineStatus(ctx context.Context, req *connect.Requ
 		if err != nil {
 			return dbsqlc.Machine{}, fmt.Errorf("read machine: %w", err)
 		}
-		if !p.IsAdmin() {
-			has, err := s.queries.StaffBranchHas(ctx, tx, dbsqlc.StaffBranchHasParams{UserID: p.UserID, BranchID: m.BranchID})
-			if err != nil {
-				return dbsqlc.Machine{}, fmt.Errorf("read staff branches: %w", err)
-			}
-			if !has {
-				return dbsqlc.Machine{}, apperr.PermissionDenied("staff may only change machines of the branches they work at")
-			}
+		if err := requireStaffOf(ctx, tx, p, m.BranchID, "change machines"); err != nil {
+			return dbsqlc.Machine{}, err
 		}
 		if maintenance && m.CurrentLinkID.Valid {
 			// Nobody keeps using a machine taken out of service.
