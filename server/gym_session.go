@@ -557,7 +557,7 @@ func (s *gymSessionService) watch(ctx context.Context, p auth.Principal, send fu
 			return streamEnd(ctx)
 		case ev, ok := <-sub.Events():
 			if !ok {
-				return s.subscriptionEnded(ctx, sub.Err())
+				return subscriptionEnd(ctx, sub.Err(), "reconnect for a fresh snapshot")
 			}
 			if ev.Resync {
 				if err := sendSnapshot(); err != nil {
@@ -586,20 +586,6 @@ func (s *gymSessionService) watchError(ctx context.Context, err error) error {
 		return streamEnd(ctx)
 	}
 	return err
-}
-
-// subscriptionEnded is the error a stream returns when the hub closed its
-// subscription.
-func (s *gymSessionService) subscriptionEnded(ctx context.Context, err error) error {
-	switch {
-	case ctx.Err() != nil:
-		return streamEnd(ctx)
-	case errors.Is(err, realtime.ErrSlowConsumer):
-		return apperr.ResourceExhausted(time.Second, "fell behind; reconnect for a fresh snapshot")
-	default:
-		// The hub stops only when the process shuts down.
-		return apperr.Unavailable(time.Second, err, "the server is shutting down; reconnect")
-	}
 }
 
 // memberEvent turns one notification into the message for the member, or

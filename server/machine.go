@@ -22,7 +22,6 @@ import (
 	"github.com/nxg-fitness/nxg/internal/auth"
 	"github.com/nxg-fitness/nxg/internal/floor"
 	"github.com/nxg-fitness/nxg/internal/pagination"
-	"github.com/nxg-fitness/nxg/internal/realtime"
 	"github.com/nxg-fitness/nxg/jobs"
 )
 
@@ -430,7 +429,7 @@ func (s *machineService) watch(ctx context.Context, branch uuid.UUID, send func(
 			return streamEnd(ctx)
 		case ev, ok := <-events:
 			if !ok {
-				return s.watchEnded(ctx, sub.Err())
+				return subscriptionEnd(ctx, sub.Err(), "reconnect for a fresh snapshot")
 			}
 			if ev.Resync {
 				if err := snapshot(); err != nil {
@@ -450,18 +449,6 @@ func (s *machineService) watch(ctx context.Context, branch uuid.UUID, send func(
 				return err
 			}
 		}
-	}
-}
-
-// watchEnded is the error of a watch whose subscription closed with err.
-func (s *machineService) watchEnded(ctx context.Context, err error) error {
-	switch {
-	case errors.Is(err, realtime.ErrSlowConsumer):
-		return apperr.ResourceExhausted(time.Second, "fell behind; reconnect for a fresh snapshot")
-	case ctx.Err() != nil:
-		return streamEnd(ctx)
-	default:
-		return apperr.Unavailable(time.Second, err, "the server is stopping; reconnect")
 	}
 }
 

@@ -2,10 +2,8 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -17,7 +15,6 @@ import (
 	"github.com/nxg-fitness/nxg/internal/apperr"
 	"github.com/nxg-fitness/nxg/internal/auth"
 	"github.com/nxg-fitness/nxg/internal/floor"
-	"github.com/nxg-fitness/nxg/internal/realtime"
 )
 
 // machineConsole serves the machine consoles' side of MachineService,
@@ -119,7 +116,7 @@ func (c *machineConsole) attach(ctx context.Context, p auth.Principal, send func
 			return streamEnd(ctx)
 		case ev, ok := <-sub.Events():
 			if !ok {
-				return c.subscriptionEnded(ctx, sub.Err())
+				return subscriptionEnd(ctx, sub.Err(), "attach again for the current state")
 			}
 			// The link and the member's name are read again only when the
 			// machine itself changed: a link or unlink moves its version.
@@ -130,19 +127,6 @@ func (c *machineConsole) attach(ctx context.Context, p auth.Principal, send func
 				return err
 			}
 		}
-	}
-}
-
-// subscriptionEnded is the error an Attach stream ends with when the
-// feed closed its subscription.
-func (c *machineConsole) subscriptionEnded(ctx context.Context, err error) error {
-	switch {
-	case ctx.Err() != nil:
-		return streamEnd(ctx)
-	case errors.Is(err, realtime.ErrSlowConsumer):
-		return apperr.ResourceExhausted(time.Second, "this console fell behind its machine's changes; attach again for the current state")
-	default:
-		return apperr.Unavailable(time.Second, err, "live updates are unavailable on this server; attach again")
 	}
 }
 

@@ -404,21 +404,21 @@ func TestMachineConsoleHubStops(t *testing.T) {
 	requireAuthCode(t, a.ended(), connect.CodeUnavailable, "")
 }
 
-func TestMachineConsoleSubscriptionEnded(t *testing.T) {
+func TestSubscriptionEnd(t *testing.T) {
 	t.Parallel()
-	c := &machineConsole{}
+	const again = "attach again for the current state"
 	live := context.Background()
-	err := c.subscriptionEnded(live, realtime.ErrSlowConsumer)
+	err := subscriptionEnd(live, realtime.ErrSlowConsumer, again)
 	if e, ok := apperr.As(err); !ok || e.Code != apperr.CodeResourceExhausted || !strings.Contains(e.Message, "fell behind") {
 		t.Errorf("slow consumer = %v", err)
 	}
-	err = c.subscriptionEnded(live, realtime.ErrHubStopped)
+	err = subscriptionEnd(live, realtime.ErrHubStopped, again)
 	if e, ok := apperr.As(err); !ok || e.Code != apperr.CodeUnavailable {
 		t.Errorf("hub stopped = %v", err)
 	}
 	gone, cancel := context.WithCancel(live)
 	cancel()
-	if err := c.subscriptionEnded(gone, realtime.ErrSlowConsumer); err != nil {
+	if err := subscriptionEnd(gone, realtime.ErrSlowConsumer, again); err != nil {
 		t.Errorf("client gone = %v, want nil", err)
 	}
 }

@@ -349,3 +349,19 @@ func authenticateStream(ctx context.Context, r *http.Request, id Identity) (auth
 	}
 	return p, nil
 }
+
+// subscriptionEnd is the error a live stream ends with when its hub or feed
+// subscription closed with err: the guard's reason when the stream's own
+// context ended, resource_exhausted when it fell behind (reconnect names
+// what the client does to get the current state again), and unavailable
+// when this process stopped listening, which happens only at shutdown.
+func subscriptionEnd(ctx context.Context, err error, reconnect string) error {
+	switch {
+	case ctx.Err() != nil:
+		return streamEnd(ctx)
+	case errors.Is(err, realtime.ErrSlowConsumer):
+		return apperr.ResourceExhausted(time.Second, "fell behind; %s", reconnect)
+	default:
+		return apperr.Unavailable(time.Second, err, "live updates stopped on this server; %s", reconnect)
+	}
+}
