@@ -11,7 +11,8 @@
 # Knobs (environment): OUT, DURATION (per run, default 45s), SIZES (default
 # "1000 5000 10000"), MIX (default both), RATE (changes/s, default 50),
 # REPORT_RATES (default 1000,2000,3000,4000,5000,6000,8000), PORT (18080),
-# BENCH_DB (nxg_bench), SERVER_CPU (0), TOOL_CPU (1).
+# BENCH_DB (nxg_bench), SERVER_CPU (0), TOOL_CPU (1), LOAD_ARGS (more flags for
+# every nxg-load run, e.g. "-streams-per-conn 1").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,7 +72,8 @@ stop_server() {
 trap stop_server EXIT
 
 load() {
-  taskset -c "$TOOL_CPU" bin/nxg-load -addr "http://127.0.0.1:${PORT}" -server-pid "$server_pid" "$@"
+  # shellcheck disable=SC2086 # LOAD_ARGS is a list of flags.
+  taskset -c "$TOOL_CPU" bin/nxg-load -addr "http://127.0.0.1:${PORT}" -server-pid "$server_pid" ${LOAD_ARGS:-} "$@"
 }
 
 {

@@ -19,6 +19,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/nxg-fitness/nxg/internal/devstack"
+	"github.com/nxg-fitness/nxg/internal/floor"
 	"github.com/nxg-fitness/nxg/internal/testkit"
 	"github.com/nxg-fitness/nxg/jobs"
 )
@@ -230,7 +231,7 @@ func TestCacheCleanup(t *testing.T) {
 			Logger:       testLogger(t),
 			Queues:       jobs.Queues(),
 			Workers:      workers,
-			PeriodicJobs: jobs.PeriodicJobs(),
+			PeriodicJobs: jobs.PeriodicJobs(floor.Settings{}),
 		})
 		if err != nil {
 			t.Fatalf("NewClient: %v", err)
@@ -321,7 +322,7 @@ func TestClientConfig(t *testing.T) {
 			Logger:       testLogger(t),
 			Queues:       jobs.Queues(),
 			Workers:      workers,
-			PeriodicJobs: jobs.PeriodicJobs(),
+			PeriodicJobs: jobs.PeriodicJobs(floor.Settings{}),
 		})
 		if err != nil {
 			t.Fatalf("NewClient with jobs.Workers, PeriodicJobs and Queues: %v", err)
@@ -335,8 +336,8 @@ func TestClientConfig(t *testing.T) {
 		if client.PeriodicJobs() == nil {
 			t.Error("client has no periodic job bundle")
 		}
-		if n := len(jobs.PeriodicJobs()); n != 4 {
-			t.Errorf("PeriodicJobs() has %d jobs, want 4 (cache cleanup, export retention, master key rewrap, machine offline sweep)", n)
+		if n := len(jobs.PeriodicJobs(floor.Settings{})); n != 4 {
+			t.Errorf("PeriodicJobs has %d jobs, want 4 (cache cleanup, export retention, master key rewrap, machine offline sweep)", n)
 		}
 	})
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/nxg-fitness/nxg/gen/dbsqlc"
 	"github.com/nxg-fitness/nxg/internal/fieldcrypt"
+	"github.com/nxg-fitness/nxg/internal/floor"
 	"github.com/nxg-fitness/nxg/internal/storage"
 	"github.com/nxg-fitness/nxg/internal/testkit"
 	"github.com/nxg-fitness/nxg/jobs"
@@ -514,7 +515,7 @@ func TestGDPRRegistration(t *testing.T) {
 		t.Fatalf("Workers: %v", err)
 	}
 	client, err := river.NewClient(riverpgxv5.New(tdb.Pool), &river.Config{
-		Logger: testLogger(t), Queues: jobs.Queues(), Workers: workers, PeriodicJobs: jobs.PeriodicJobs(),
+		Logger: testLogger(t), Queues: jobs.Queues(), Workers: workers, PeriodicJobs: jobs.PeriodicJobs(floor.Settings{}),
 	})
 	if err != nil {
 		t.Fatal(err)

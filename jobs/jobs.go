@@ -123,8 +123,9 @@ func Workers(deps Deps) (*river.Workers, error) {
 }
 
 // PeriodicJobs lists the jobs River's leader inserts on a schedule. Only one
-// process (the elected leader) inserts them, however many run.
-func PeriodicJobs() []*river.PeriodicJob {
+// process (the elected leader) inserts them, however many run. fl is the
+// gym floor's settings, which the offline sweep's schedule follows.
+func PeriodicJobs(fl floor.Settings) []*river.PeriodicJob {
 	return []*river.PeriodicJob{
 		river.NewPeriodicJob(
 			river.PeriodicInterval(15*time.Minute),
@@ -147,9 +148,10 @@ func PeriodicJobs() []*river.PeriodicJob {
 			&river.PeriodicJobOpts{ID: MasterKeyRewrapArgs{}.Kind(), RunOnStart: true},
 		),
 		// Run on start: after a deploy or an outage, consoles that went
-		// silent meanwhile show offline at once.
+		// silent meanwhile show offline at once. The interval follows how
+		// long a console may be silent (see MachineOfflineSweepInterval).
 		river.NewPeriodicJob(
-			river.PeriodicInterval(MachineOfflineSweepInterval),
+			river.PeriodicInterval(MachineOfflineSweepInterval(fl.MachineOfflineAfter)),
 			func() (river.JobArgs, *river.InsertOpts) { return MachineOfflineSweepArgs{}, nil },
 			&river.PeriodicJobOpts{ID: MachineOfflineSweepArgs{}.Kind(), RunOnStart: true},
 		),

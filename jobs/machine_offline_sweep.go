@@ -14,9 +14,27 @@ import (
 	"github.com/nxg-fitness/nxg/internal/floor"
 )
 
-// MachineOfflineSweepInterval is how often the sweep runs: a silent console
-// shows offline at most this long after MachineOfflineAfter.
-const MachineOfflineSweepInterval = 10 * time.Second
+// A silent console shows offline between offlineAfter and offlineAfter
+// plus one sweep interval after its last heartbeat. The interval is a
+// sixth of offlineAfter, so that lateness stays small next to the setting
+// whatever it is: with the default 60 s it is 10 s, and a setting of a few
+// seconds in development or tests is honoured within a second or so
+// rather than 10 s late. It is clamped to [1 s, 10 s]: more often than
+// once a second would only load the database, and a long setting must not
+// leave consoles shown online long after they went quiet.
+const (
+	machineOfflineSweepMinInterval = time.Second
+	machineOfflineSweepMaxInterval = 10 * time.Second
+)
+
+// MachineOfflineSweepInterval is how often the sweep runs when consoles
+// are shown offline after offlineAfter of silence (0 → the default 60 s).
+func MachineOfflineSweepInterval(offlineAfter time.Duration) time.Duration {
+	if offlineAfter <= 0 {
+		offlineAfter = floor.Settings{}.WithDefaults().MachineOfflineAfter
+	}
+	return min(max(offlineAfter/6, machineOfflineSweepMinInterval), machineOfflineSweepMaxInterval)
+}
 
 // MachineOfflineSweepArgs asks for machines whose console stopped sending
 // heartbeats to be shown offline.
@@ -34,7 +52,7 @@ func (MachineOfflineSweepArgs) InsertOpts() river.InsertOpts {
 
 // MachineOfflineSweepWorker marks offline the machines whose console has
 // been silent for longer than OfflineAfter, and tells every watcher of
-// their branches in the same transaction (one notification per branch).
+// their branches in the same transaction.
 // Machines without a console (never seen) are left alone. Running it twice
 // finds nothing more to do the second time: it is idempotent.
 type MachineOfflineSweepWorker struct {
@@ -74,8 +92,10 @@ func (w *MachineOfflineSweepWorker) Work(ctx context.Context, _ *river.Job[Machi
 			byBranch[r.BranchID] = append(byBranch[r.BranchID], floor.MachineVersion{ID: r.ID, Version: r.Version})
 		}
 		for _, b := range branches {
+			// NotifyMachines splits a big branch's machines into as many
+			// notifications as their payloads need.
 			if err := floor.NotifyMachines(ctx, tx, b, byBranch[b]...); err != nil {
-				return err
+				return fmt.Errorf("notify machines gone offline: %w", err)
 			}
 		}
 		return nil

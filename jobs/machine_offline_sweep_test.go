@@ -219,7 +219,7 @@ func TestMachineOfflineSweep(t *testing.T) {
 			t.Errorf("InsertOpts = %+v", opts)
 		}
 		client, err := river.NewClient(riverpgxv5.New(b.db.Pool), &river.Config{
-			Logger: testLogger(t), Queues: jobs.Queues(), Workers: workers, PeriodicJobs: jobs.PeriodicJobs(),
+			Logger: testLogger(t), Queues: jobs.Queues(), Workers: workers, PeriodicJobs: jobs.PeriodicJobs(floor.Settings{MachineOfflineAfter: 5 * time.Second}),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -227,6 +227,89 @@ func TestMachineOfflineSweep(t *testing.T) {
 		if !client.PeriodicJobs().RemoveByID(jobs.MachineOfflineSweepArgs{}.Kind()) {
 			t.Error("the sweep is not scheduled")
 		}
+	})
+
+	t.Run("BigBranchIsNotifiedInSeveralNotifications", func(t *testing.T) {
+		t.Parallel()
+		b := setupSweep(t)
+		// More consoles than one NOTIFY payload can name, all silent at
+		// once, as after a network cut.
+		const silent = 320
+		rows, err := b.db.Pool.Query(ctx,
+			`INSERT INTO machines (branch_id, name, machine_type, nfc_tag, online, last_seen_at)
+			 SELECT $1, 'bulk-' || g || '-' || $2, 'bike', 'bulk-' || g || '-' || $2, true, now() - interval '5 minutes'
+			 FROM generate_series(1, $3) AS g RETURNING id`,
+			b.branches[0], uuid.NewString(), silent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := &jobs.MachineOfflineSweepWorker{Pool: b.db.Pool, OfflineAfter: time.Minute}
+		if err := w.Work(ctx, &river.Job[jobs.MachineOfflineSweepArgs]{}); err != nil {
+			t.Fatal(err)
+		}
+		got := b.notifications(t, 500*time.Millisecond)
+		if len(got) < 2 {
+			t.Fatalf("%d notifications for %d machines, want several", len(got), silent)
+		}
+		notified := map[uuid.UUID]int{}
+		for _, n := range got {
+			if n.Branch != b.branches[0] {
+				t.Fatalf("notification of branch %s", n.Branch)
+			}
+			for _, m := range n.Machines {
+				notified[m.ID]++
+			}
+		}
+		for _, id := range ids {
+			if notified[id] != 1 || b.state(t, id).online {
+				t.Fatalf("machine %s notified %d times, online %v; want once and offline", id, notified[id], b.state(t, id).online)
+			}
+		}
+	})
+
+	t.Run("ScheduleFollowsOfflineAfter", func(t *testing.T) {
+		t.Parallel()
+		b := setupSweep(t)
+		// A console that falls silent as River starts: the run on start
+		// finds it fresh, so only a later run, one derived interval (1 s)
+		// apart, marks it offline; the fixed 10 s of the default would not
+		// within the deadline.
+		const offlineAfter = 2 * time.Second
+		settings := floor.Settings{MachineOfflineAfter: offlineAfter}
+		console := b.machine(t, b.branches[0], 0, true)
+		workers, err := jobs.Workers(jobs.Deps{Pool: b.db.Pool, Floor: settings})
+		if err != nil {
+			t.Fatal(err)
+		}
+		client, err := river.NewClient(riverpgxv5.New(b.db.Pool), &river.Config{
+			Logger: testLogger(t), Queues: jobs.Queues(), Workers: workers, PeriodicJobs: jobs.PeriodicJobs(settings),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		if err := client.Start(runCtx); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			stopCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+			defer stop()
+			_ = client.Stop(stopCtx)
+		}()
+		started := time.Now()
+		deadline := started.Add(offlineAfter + 4*jobs.MachineOfflineSweepInterval(offlineAfter))
+		for b.state(t, console).online {
+			if time.Now().After(deadline) {
+				t.Fatalf("console still online %v after River started, with offline after %v", time.Since(started), offlineAfter)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("console shown offline %v after it fell silent", time.Since(started))
 	})
 
 	t.Run("Unconfigured", func(t *testing.T) {
@@ -239,4 +322,25 @@ func TestMachineOfflineSweep(t *testing.T) {
 			t.Errorf("Timeout = %v", got)
 		}
 	})
+}
+
+func TestMachineOfflineSweepInterval(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		offlineAfter, want time.Duration
+	}{
+		{0, 10 * time.Second}, // the default 60 s
+		{-time.Second, 10 * time.Second},
+		{time.Minute, 10 * time.Second},
+		{time.Hour, 10 * time.Second}, // at most 10 s
+		{30 * time.Second, 5 * time.Second},
+		{12 * time.Second, 2 * time.Second},
+		{6 * time.Second, time.Second},
+		{3 * time.Second, time.Second}, // at least 1 s
+		{100 * time.Millisecond, time.Second},
+	} {
+		if got := jobs.MachineOfflineSweepInterval(tc.offlineAfter); got != tc.want {
+			t.Errorf("MachineOfflineSweepInterval(%v) = %v, want %v", tc.offlineAfter, got, tc.want)
+		}
+	}
 }

@@ -375,7 +375,7 @@ func (s *machineService) WatchMachines(ctx context.Context, req *connect.Request
 		return err
 	}
 	defer release()
-	return s.watch(ctx, branch, func(msg *nxgv1.WatchMachinesResponse, _ *machineEvent) error {
+	return s.watch(ctx, branch, streamBatchFrom(ctx), func(msg *nxgv1.WatchMachinesResponse, _ *machineEvent) error {
 		return stream.Send(msg)
 	})
 }
@@ -386,8 +386,8 @@ func (s *machineService) WatchMachines(ctx context.Context, req *connect.Request
 //
 // ev is the change being sent (nil for snapshots), so a caller can send its
 // shared encodings instead of encoding msg. msg is reused between calls:
-// send must not keep it.
-func (s *machineService) watch(ctx context.Context, branch uuid.UUID, send func(msg *nxgv1.WatchMachinesResponse, ev *machineEvent) error) error {
+// send must not keep it. Changes that have queued up are sent in one batch.
+func (s *machineService) watch(ctx context.Context, branch uuid.UUID, batch streamBatch, send func(msg *nxgv1.WatchMachinesResponse, ev *machineEvent) error) error {
 	if err := s.requireBranch(ctx, branch); err != nil {
 		return err
 	}
@@ -422,32 +422,77 @@ func (s *machineService) watch(ctx context.Context, branch uuid.UUID, send func(
 	if err := snapshot(); err != nil {
 		return err
 	}
+	// handle sends one event if the watcher has not seen it yet, and says
+	// whether it sent a message.
+	handle := func(ev *machineEvent) (bool, error) {
+		if ev.Resync {
+			return true, snapshot()
+		}
+		id := ev.Machine.GetId()
+		if ev.version <= seen[id] {
+			return false, nil
+		}
+		seen[id] = ev.version
+		seq++
+		change.Machine = ev.Machine
+		msg.Sequence, msg.Event = seq, change
+		return true, send(msg, ev)
+	}
+	// pending is what is left to send of the deliveries taken so far.
+	// Deliveries are taken whole, but a big one (a change to every machine
+	// of a large branch) is split over several batches of at most
+	// streamBatchLimit messages: each write stays small and the first
+	// changes go out without waiting for the encoding of all the others.
+	var pending []*machineEvent
 	events := sub.Events()
 	for {
-		select {
-		case <-ctx.Done():
-			return streamEnd(ctx)
-		case ev, ok := <-events:
-			if !ok {
-				return subscriptionEnd(ctx, sub.Err(), "reconnect for a fresh snapshot")
-			}
-			if ev.Resync {
-				if err := snapshot(); err != nil {
-					return err
+		if len(pending) == 0 {
+			select {
+			case <-ctx.Done():
+				return streamEnd(ctx)
+			case evs, ok := <-events:
+				if !ok {
+					return subscriptionEnd(ctx, sub.Err(), "reconnect for a fresh snapshot")
 				}
-				continue
+				pending = evs
 			}
-			id := ev.Machine.GetId()
-			if ev.version <= seen[id] {
-				continue
+		} else if ctx.Err() != nil {
+			return streamEnd(ctx)
+		}
+		// Whatever else has queued goes out in the same batch, up to
+		// its limit; nothing waits for more to arrive.
+		closed := false
+		batch.hold()
+	fill:
+		for sent := 0; sent < streamBatchLimit; {
+			if len(pending) == 0 {
+				select {
+				case evs, ok := <-events:
+					if !ok {
+						closed = true
+						break fill
+					}
+					pending = evs
+				default:
+					break fill
+				}
 			}
-			seen[id] = ev.version
-			seq++
-			change.Machine = ev.Machine
-			msg.Sequence, msg.Event = seq, change
-			if err := send(msg, ev); err != nil {
+			ev := pending[0]
+			pending = pending[1:]
+			ok, err := handle(ev)
+			if err != nil {
+				_ = batch.release()
 				return err
 			}
+			if ok {
+				sent++
+			}
+		}
+		if err := batch.release(); err != nil {
+			return err
+		}
+		if closed {
+			return subscriptionEnd(ctx, sub.Err(), "reconnect for a fresh snapshot")
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -114,13 +115,16 @@ func (c *machineConsole) attach(ctx context.Context, p auth.Principal, send func
 		select {
 		case <-ctx.Done():
 			return streamEnd(ctx)
-		case ev, ok := <-sub.Events():
+		case evs, ok := <-sub.Events():
 			if !ok {
 				return subscriptionEnd(ctx, sub.Err(), "attach again for the current state")
 			}
 			// The link and the member's name are read again only when the
-			// machine itself changed: a link or unlink moves its version.
-			if !ev.Resync && (ev.Machine.GetId() != machineID || ev.Machine.GetVersion() <= version) {
+			// machine itself changed (a link or unlink moves its version),
+			// once however many of the branch's machines the delivery holds.
+			if !slices.ContainsFunc(evs, func(ev *machineEvent) bool {
+				return ev.Resync || (ev.Machine.GetId() == machineID && ev.Machine.GetVersion() > version)
+			}) {
 				continue
 			}
 			if err := push(); err != nil {

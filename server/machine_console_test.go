@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/uuid"
 	"github.com/riverqueue/river"
 
 	nxgv1 "github.com/nxg-fitness/nxg/gen/nxg/v1"
@@ -402,6 +403,51 @@ func TestMachineConsoleHubStops(t *testing.T) {
 	// to attach again (to another instance).
 	stopHub()
 	requireAuthCode(t, a.ended(), connect.CodeUnavailable, "")
+}
+
+// TestMachineConsoleSlowReader checks that an Attach stream whose console
+// stops reading is cut off: its feed subscription is bounded like a
+// watcher's, so the console is dropped once deliveries overflow it while
+// its sends are blocked, and when it reads again it gets what was sent,
+// then resource_exhausted telling it to attach again.
+func TestMachineConsoleSlowReader(t *testing.T) {
+	t.Parallel()
+	f := setupConsoleFloor(t)
+	srv, svc := machineTestServer(t, f.b, func(s *machineService) { s.feed.buffer = 2 })
+	feed := svc.feed
+	branch, press := uuid.MustParse(f.branchA), uuid.MustParse(f.press)
+	a := f.attach(t, nxgv1connect.NewMachineServiceClient(slowReaderClient(t), srv.URL, connect.WithGRPC()), f.pressToken)
+	a.expect(nxgv1.MachineStatus_MACHINE_STATUS_AVAILABLE, "")
+
+	// The test's own subscription paces the changes of the console's
+	// machine: each is delivered before the next is made, so each is a
+	// message the console is sent. The console reads nothing meanwhile.
+	pacer := feed.subscribe(branch)
+	defer pacer.Close()
+	subscribers := func() int {
+		feed.mu.Lock()
+		defer feed.mu.Unlock()
+		return len(feed.subs[branch])
+	}
+	for round := 0; subscribers() > 1; round++ {
+		if round == 2000 {
+			t.Fatal("the console that stopped reading was not cut off after 2000 changes")
+		}
+		feedTestToggle(t, f.b.db, branch, round%2 == 0, press)
+		nextMachineEvent(t, pacer)
+	}
+
+	// What was sent is still read, numbered without gaps, then the end.
+	for a.stream.Receive() {
+		a.seq++
+		if got := a.stream.Msg().GetSequence(); got != a.seq {
+			t.Fatalf("sequence = %d, want %d", got, a.seq)
+		}
+	}
+	if a.seq < 3 {
+		t.Fatalf("only %d messages before the end", a.seq)
+	}
+	requireAuthCode(t, a.stream.Err(), connect.CodeResourceExhausted, "fell behind; attach again for the current state")
 }
 
 func TestSubscriptionEnd(t *testing.T) {

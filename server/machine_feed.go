@@ -23,10 +23,13 @@ import (
 )
 
 const (
-	// machineFeedBuffer is how many events a watcher may have queued before
-	// it is dropped as a slow consumer. A branch has a few hundred machines
-	// at most, so a healthy watcher never comes near it, while a stalled one
-	// is cut off before it holds much memory.
+	// machineFeedBuffer is how many deliveries a watcher may have queued
+	// before it is dropped as a slow consumer. It counts deliveries, not
+	// machines: one change may touch every machine of a big branch at once
+	// (the offline sweep after a network cut, staff acting in bulk), and a
+	// healthy watcher must receive that whole. A watcher that keeps up has
+	// one or two deliveries queued at most, while a stalled one is cut off
+	// before it holds much memory (the events themselves are shared).
 	machineFeedBuffer = 256
 	// machineFeedBatch is the most notifications the feed merges into one
 	// query when they queue up behind a slow load.
@@ -67,7 +70,9 @@ type machineFeed struct {
 }
 
 // machineEvent is one machine after a change, or a resync marker, shared
-// by every subscriber that receives it.
+// by every subscriber that receives it. Events reach a subscriber in
+// deliveries: the slice of every machine of its branch that one load of
+// notifications found changed (in the order loaded), or a resync alone.
 type machineEvent struct {
 	// Machine is the machine after the change. It is shared by every
 	// subscriber: read-only.
@@ -116,7 +121,9 @@ func (e *machineEvent) jsonBytes() []byte {
 type machineSubscription struct {
 	feed   *machineFeed
 	branch uuid.UUID
-	ch     chan *machineEvent
+	// ch carries deliveries. A delivery's slice and its events are shared
+	// by every watcher of the branch: read-only.
+	ch chan []*machineEvent
 
 	// Guarded by feed.mu.
 	closed bool
@@ -149,7 +156,7 @@ func (f *machineFeed) subscribe(branch uuid.UUID) *machineSubscription {
 		sub := f.hub.Subscribe(floor.ChannelMachines, nil)
 		go f.run(sub)
 	})
-	s := &machineSubscription{feed: f, branch: branch, ch: make(chan *machineEvent, f.buffer)}
+	s := &machineSubscription{feed: f, branch: branch, ch: make(chan []*machineEvent, f.buffer)}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.stopped != nil {
@@ -161,9 +168,10 @@ func (f *machineFeed) subscribe(branch uuid.UUID) *machineSubscription {
 	return s
 }
 
-// Events returns the subscription's events. It is closed when the
+// Events returns the subscription's deliveries: each a non-empty slice of
+// events, which the receiver must not modify. It is closed when the
 // subscriber is dropped, the feed stops, or Close is called.
-func (s *machineSubscription) Events() <-chan *machineEvent { return s.ch }
+func (s *machineSubscription) Events() <-chan []*machineEvent { return s.ch }
 
 // Err tells why Events was closed: realtime.ErrSlowConsumer when dropped
 // for falling behind, realtime.ErrHubStopped when the hub stopped, nil
@@ -321,52 +329,64 @@ func (f *machineFeed) undelivered(wanted map[uuid.UUID]int64) []uuid.UUID {
 }
 
 // deliver builds one event per machine not delivered at its version and
-// fans it out to the watchers of its branch.
+// hands each branch's events, in the order loaded, to the watchers of that
+// branch as one delivery: a change to hundreds of machines takes one place
+// in a watcher's buffer, not hundreds.
 func (f *machineFeed) deliver(rows []dbsqlc.Machine) {
+	byBranch := make(map[uuid.UUID][]*machineEvent)
+	f.mu.Lock()
 	for _, r := range rows {
-		f.mu.Lock()
 		if r.Version <= f.versions[r.ID] {
-			f.mu.Unlock()
 			continue
 		}
 		f.versions[r.ID] = r.Version
-		f.mu.Unlock()
 		ev := &machineEvent{Machine: machineProto(r), branch: r.BranchID, id: r.ID, version: r.Version}
-		f.remember(ev)
-		f.publish(ev)
+		byBranch[r.BranchID] = append(byBranch[r.BranchID], ev)
+	}
+	f.mu.Unlock()
+	for branch, events := range byBranch {
+		// Remembered before any watcher can send them, so the codecs find
+		// their shared bytes.
+		for _, ev := range events {
+			f.remember(ev)
+		}
+		f.publish(branch, events)
 	}
 }
 
-// publish fans ev out to the watchers of its branch without blocking.
-func (f *machineFeed) publish(ev *machineEvent) {
+// publish fans one delivery out to the watchers of branch without
+// blocking.
+func (f *machineFeed) publish(branch uuid.UUID, events []*machineEvent) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.fanOutLocked(f.subs[ev.branch], ev)
+	f.fanOutLocked(f.subs[branch], events)
 }
 
-// fanOutLocked sends ev to every watcher of list; f.mu held. It walks
-// the list backwards, because dropping a watcher moves the last one into
-// its place, which a backwards walk has already served.
-func (f *machineFeed) fanOutLocked(list []*machineSubscription, ev *machineEvent) {
+// fanOutLocked sends a delivery to every watcher of list; f.mu held. It
+// walks the list backwards, because dropping a watcher moves the last one
+// into its place, which a backwards walk has already served.
+func (f *machineFeed) fanOutLocked(list []*machineSubscription, events []*machineEvent) {
 	for i := len(list) - 1; i >= 0; i-- {
-		f.sendLocked(list[i], ev)
+		f.sendLocked(list[i], events)
 	}
 }
 
-// resync tells every watcher that events may have been missed.
+// resync tells every watcher that events may have been missed, with a
+// delivery of a resync marker alone.
 func (f *machineFeed) resync() {
-	ev := &machineEvent{Resync: true}
+	events := []*machineEvent{{Resync: true}}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, list := range f.subs {
-		f.fanOutLocked(list, ev)
+		f.fanOutLocked(list, events)
 	}
 }
 
-// sendLocked puts ev in s's buffer, or drops s if it is full; f.mu held.
-func (f *machineFeed) sendLocked(s *machineSubscription, ev *machineEvent) {
+// sendLocked puts a delivery in s's buffer, or drops s if it is full;
+// f.mu held.
+func (f *machineFeed) sendLocked(s *machineSubscription, events []*machineEvent) {
 	select {
-	case s.ch <- ev:
+	case s.ch <- events:
 	default:
 		f.removeLocked(s)
 		s.closeLocked(realtime.ErrSlowConsumer)

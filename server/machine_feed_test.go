@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -50,8 +51,19 @@ func feedTestMachine(t testing.TB, d *testkit.Database, branch uuid.UUID, name s
 // in one transaction, as a staff change does.
 func feedTestToggle(t testing.TB, d *testkit.Database, branch uuid.UUID, maintenance bool, machines ...uuid.UUID) {
 	t.Helper()
+	feedTestToggleNotifying(t, d, branch, maintenance, len(machines), machines...)
+}
+
+// feedTestToggleNotifying is feedTestToggle with at most perNotification
+// machines named in each notification: a change to more machines than one
+// NOTIFY payload can name is sent as several in the same transaction.
+// It returns how many notifications were sent.
+func feedTestToggleNotifying(t testing.TB, d *testkit.Database, branch uuid.UUID, maintenance bool, perNotification int, machines ...uuid.UUID) int {
+	t.Helper()
 	ctx := context.Background()
+	notifications := 0
 	err := db.WithTx(ctx, d.Pool, func(tx pgx.Tx) error {
+		notifications = 0
 		var changed []floor.MachineVersion
 		for _, id := range machines {
 			m, err := dbsqlc.New().MachineSetMaintenance(ctx, tx, dbsqlc.MachineSetMaintenanceParams{ID: id, Maintenance: maintenance})
@@ -60,26 +72,47 @@ func feedTestToggle(t testing.TB, d *testkit.Database, branch uuid.UUID, mainten
 			}
 			changed = append(changed, floor.MachineVersion{ID: m.ID, Version: m.Version})
 		}
-		return floor.NotifyMachines(ctx, tx, branch, changed...)
+		for part := range slices.Chunk(changed, perNotification) {
+			if err := floor.NotifyMachines(ctx, tx, branch, part...); err != nil {
+				return err
+			}
+			notifications++
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return notifications
 }
 
-// nextMachineEvent waits up to 10s for the subscription's next event.
-func nextMachineEvent(t testing.TB, s *machineSubscription) *machineEvent {
+// nextDelivery waits up to 10s for the subscription's next delivery.
+func nextDelivery(t testing.TB, s *machineSubscription) []*machineEvent {
 	t.Helper()
 	select {
-	case ev, ok := <-s.Events():
+	case evs, ok := <-s.Events():
 		if !ok {
 			t.Fatalf("subscription closed: %v", s.Err())
 		}
-		return ev
+		if len(evs) == 0 {
+			t.Fatal("empty delivery")
+		}
+		return evs
 	case <-time.After(10 * time.Second):
 		t.Fatal("no machine event within 10s")
 		return nil
 	}
+}
+
+// nextMachineEvent waits up to 10s for the subscription's next delivery
+// and requires it to hold one event.
+func nextMachineEvent(t testing.TB, s *machineSubscription) *machineEvent {
+	t.Helper()
+	evs := nextDelivery(t, s)
+	if len(evs) != 1 {
+		t.Fatalf("delivery of %d events, want 1", len(evs))
+	}
+	return evs[0]
 }
 
 func TestMachineFeed(t *testing.T) {
@@ -161,21 +194,31 @@ func TestMachineFeed(t *testing.T) {
 		fast := feed.subscribe(branch)
 		defer fast.Close()
 
+		// One change to every machine is one delivery: it fits the slow
+		// subscriber's buffer however many machines it names.
 		feedTestToggle(t, d, branch, true, machines...)
-		for range machines {
-			nextMachineEvent(t, fast)
+		if evs := nextDelivery(t, fast); len(evs) != len(machines) {
+			t.Fatalf("fast subscriber got %d events in the delivery, want %d", len(evs), len(machines))
+		}
+		// Then four changes, each delivered before the next is made: one
+		// delivery more than the slow subscriber's buffer holds.
+		for _, m := range machines[:4] {
+			feedTestToggle(t, d, branch, false, m)
+			if ev := nextMachineEvent(t, fast); ev.Machine.GetId() != m.String() {
+				t.Fatalf("fast subscriber got %v, want machine %s", ev.Machine, m)
+			}
 		}
 		waitUntil(t, "the slow subscriber to be dropped", func() bool { return slow.Err() != nil })
 		if !errors.Is(slow.Err(), realtime.ErrSlowConsumer) {
 			t.Fatalf("slow Err = %v", slow.Err())
 		}
 		// What it had buffered is still readable, then its channel ends.
-		n := 0
-		for range slow.Events() {
-			n++
+		var sizes []int
+		for evs := range slow.Events() {
+			sizes = append(sizes, len(evs))
 		}
-		if n != 3 {
-			t.Fatalf("slow subscriber read %d buffered events, want 3", n)
+		if !slices.Equal(sizes, []int{len(machines), 1, 1}) {
+			t.Fatalf("slow subscriber read deliveries of %v events, want [%d 1 1]", sizes, len(machines))
 		}
 		slow.Close() // after a drop, Close is harmless
 		if fast.Err() != nil {
@@ -274,14 +317,70 @@ func TestMachineFeed(t *testing.T) {
 			}
 			feedTestToggle(t, d, branch, maintenance, m)
 			select {
-			case ev, ok := <-sub.Events():
+			case evs, ok := <-sub.Events():
 				if !ok {
 					t.Fatalf("watcher dropped: %v", sub.Err())
 				}
-				if !ev.Resync && ev.Machine.GetId() == m.String() {
-					return
+				for _, ev := range evs {
+					if !ev.Resync && ev.Machine.GetId() == m.String() {
+						return
+					}
 				}
 			case <-time.After(time.Second):
+			}
+		}
+	})
+
+	t.Run("BulkChangeReachesHealthyWatchersWhole", func(t *testing.T) {
+		t.Parallel()
+		d := testkit.NewDatabase(t)
+		fl := newFloor(t, d)
+		feed := newMachineFeed(d.Pool, fl.Hub, slog.New(slog.DiscardHandler))
+		branch := feedTestBranch(t, d, "Feed Bulk")
+		// More machines than a watcher's buffer has places: were each a
+		// delivery of its own, one change to them all would drop every
+		// watcher of the branch.
+		const bulk = 300
+		if bulk <= machineFeedBuffer {
+			t.Fatalf("the test needs more machines than the buffer's %d places", machineFeedBuffer)
+		}
+		machines := make([]uuid.UUID, bulk)
+		for i := range machines {
+			machines[i] = feedTestMachine(t, d, branch, fmt.Sprintf("Bulk %03d", i))
+		}
+		watchers := []*machineSubscription{feed.subscribe(branch), feed.subscribe(branch)}
+		for _, w := range watchers {
+			defer w.Close()
+		}
+
+		// One transaction; as many machines per notification as a NOTIFY
+		// payload has room for (a payload cannot name 300).
+		notifications := feedTestToggleNotifying(t, d, branch, true, 100, machines...)
+		for i, w := range watchers {
+			got := map[string]int64{}
+			deliveries := 0
+			for len(got) < bulk {
+				for _, ev := range nextDelivery(t, w) {
+					if ev.Resync {
+						t.Fatalf("watcher %d got a resync", i)
+					}
+					if _, dup := got[ev.Machine.GetId()]; dup {
+						t.Fatalf("watcher %d got machine %s twice", i, ev.Machine.GetId())
+					}
+					got[ev.Machine.GetId()] = ev.version
+				}
+				deliveries++
+			}
+			if deliveries > notifications {
+				t.Errorf("watcher %d got %d deliveries for %d notifications", i, deliveries, notifications)
+			}
+			for _, m := range machines {
+				if got[m.String()] != 2 {
+					t.Fatalf("watcher %d: machine %s at version %d, want 2", i, m, got[m.String()])
+				}
+			}
+			if err := w.Err(); err != nil {
+				t.Fatalf("watcher %d: %v", i, err)
 			}
 		}
 	})
@@ -321,16 +420,18 @@ func benchMachine(branch uuid.UUID, version int64) *nxgv1.Machine {
 	}
 }
 
-// BenchmarkMachineFeedFanOut measures handing one event to 10,000 watchers
-// of a branch: the feed's share of the per-delivery CPU budget.
+// BenchmarkMachineFeedFanOut measures handing one delivery (here of one
+// event) to 10,000 watchers of a branch: the feed's share of the
+// per-delivery CPU budget. A delivery costs the same however many events
+// it holds.
 func BenchmarkMachineFeedFanOut(b *testing.B) {
 	const watchers = 10_000
 	feed, subs, branch := benchFeed(b, watchers)
-	ev := &machineEvent{Machine: benchMachine(branch, 1), branch: branch}
+	delivery := []*machineEvent{{Machine: benchMachine(branch, 1), branch: branch}}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		feed.publish(ev)
+		feed.publish(branch, delivery)
 		if (i+1)%machineFeedBuffer == 0 {
 			// Keep buffers from filling, outside the measured time.
 			b.StopTimer()

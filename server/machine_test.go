@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -562,45 +563,97 @@ func TestWatchMachinesAcrossInstances(t *testing.T) {
 	t.Logf("delivered across instances %v after commit", time.Since(committed))
 }
 
+// machineTestServer serves b's MachineService alone, as NewHandler mounts
+// it but with its own hub, guard and feed, after adjust has tuned the
+// service (a smaller feed buffer). It speaks HTTP/1.1 and cleartext
+// HTTP/2, as the API server does. The service is returned too, so a test
+// can look at its feed.
+func machineTestServer(t *testing.T, b *apiTestBundle, adjust func(*machineService)) (*httptest.Server, *machineService) {
+	t.Helper()
+	metrics, err := NewMetricsInterceptor(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewJSONHandler(b.logs, nil))
+	opts := Options{Pool: b.db.Pool, Logger: logger, Metrics: metrics, Identity: b.identity.Identity, Floor: newFloor(t, b.db)}
+	guard := newStreamGuard(opts.Floor.Hub, opts.Floor.Settings, opts.Floor.Draining, logger).checkSessions(opts.Identity.Sessions)
+	machines := NewMachineService(opts.Pool, opts.Identity, opts.Floor, guard, logger)
+	adjust(machines)
+	path, h := nxgv1connect.NewMachineServiceHandler(machines, slices.Concat(handlerOptions(opts), machines.handlerOptions())...)
+	mux := http.NewServeMux()
+	mux.Handle(path, withStreamBatching(h))
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Config = NewHTTPServer("", mux, false, logger)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv, machines
+}
+
+// slowReaderClient is an HTTP client speaking cleartext HTTP/2 whose
+// receive window is small: once the test stops reading a stream, the
+// server's sends on it block after a few kilobytes.
+func slowReaderClient(t *testing.T) *http.Client {
+	t.Helper()
+	protocols := new(http.Protocols)
+	protocols.SetUnencryptedHTTP2(true)
+	c := &http.Client{Transport: &http.Transport{
+		Protocols: protocols,
+		HTTP2:     &http.HTTP2Config{MaxReceiveBufferPerStream: 16 << 10, MaxReceiveBufferPerConnection: 64 << 10},
+	}}
+	t.Cleanup(c.CloseIdleConnections)
+	return c
+}
+
+// mostQueued returns the most deliveries any watcher of branch has
+// waiting in its feed buffer.
+func mostQueued(feed *machineFeed, branch string) int {
+	feed.mu.Lock()
+	defer feed.mu.Unlock()
+	n := 0
+	for _, s := range feed.subs[uuid.MustParse(branch)] {
+		n = max(n, len(s.ch))
+	}
+	return n
+}
+
+// bumpAllMachines changes every machine of branch in one statement with
+// one notification, as a bulk staff action does.
+func (f *machineFloor) bumpAllMachines(t testing.TB, branch string, maintenance bool) {
+	t.Helper()
+	f.exec(t, `WITH changed AS (
+			UPDATE machines SET maintenance = $2 WHERE branch_id = $1 RETURNING id, version)
+		SELECT pg_notify($3, json_build_object('b', $1::uuid, 'm', json_agg(json_build_object('id', id, 'v', version)))::text)
+		FROM changed`, branch, maintenance, floor.ChannelMachines)
+}
+
 func TestWatchMachinesSlowConsumer(t *testing.T) {
 	t.Parallel()
 	f := setupMachineFloor(t)
-	// A hundred machines: a change of them all fits a watcher's buffer,
-	// but many such changes overfill it when the watcher does not read.
+	// A hundred machines: a change of them all is one delivery, but many
+	// such changes overfill a watcher's buffer when it does not read. The
+	// buffer is made small so that takes a few changes, not hundreds.
 	const extra = 100
 	for i := range extra {
 		f.insertMachine(t, f.branchA, fmt.Sprintf("Rack %03d", i), "rack", fmt.Sprintf("TAG-RACK-%03d", i))
 	}
-	// A client whose HTTP/2 receive window is small: once it stops
-	// reading, the server's sends block after a few kilobytes.
-	protocols := new(http.Protocols)
-	protocols.SetUnencryptedHTTP2(true)
-	slowHTTP := &http.Client{Transport: &http.Transport{
-		Protocols: protocols,
-		HTTP2:     &http.HTTP2Config{MaxReceiveBufferPerStream: 16 << 10, MaxReceiveBufferPerConnection: 64 << 10},
-	}}
-	t.Cleanup(slowHTTP.CloseIdleConnections)
-	client := nxgv1connect.NewMachineServiceClient(slowHTTP, f.b.server.URL, connect.WithGRPC())
+	srv, _ := machineTestServer(t, f.b, func(s *machineService) { s.feed.buffer = 4 })
+	client := nxgv1connect.NewMachineServiceClient(slowReaderClient(t), srv.URL, connect.WithGRPC())
 	w := watchMachines(t, client, f.other, f.branchA)
 	w.next(10 * time.Second) // snapshot
 	// Should the watcher never be cut off, its stream is, so the test
 	// fails rather than hangs.
 	defer time.AfterFunc(time.Minute, w.cancel).Stop()
 	// A watcher that keeps reading paces the changes: each round is
-	// delivered as its own events before the next is made, so the slow
+	// delivered as its own delivery before the next is made, so the slow
 	// watcher is sent every round rather than a few merged ones.
-	fast := watchMachines(t, f.client(), f.other, f.branchA)
+	fast := watchMachines(t, nxgv1connect.NewMachineServiceClient(http.DefaultClient, srv.URL), f.other, f.branchA)
 	fast.next(10 * time.Second)
 
 	// Every machine changes many times while the slow watcher reads
 	// nothing: far more changes than its buffer and the transport hold.
 	const rounds = 20
 	for i := range rounds {
-		maintenance := i%2 == 0
-		f.exec(t, `WITH changed AS (
-				UPDATE machines SET maintenance = $2 WHERE branch_id = $1 RETURNING id, version)
-			SELECT pg_notify($3, json_build_object('b', $1::uuid, 'm', json_agg(json_build_object('id', id, 'v', version)))::text)
-			FROM changed`, f.branchA, maintenance, floor.ChannelMachines)
+		f.bumpAllMachines(t, f.branchA, i%2 == 0)
 		for range 3 + extra {
 			fast.next(10 * time.Second)
 		}
@@ -613,7 +666,7 @@ func TestWatchMachinesSlowConsumer(t *testing.T) {
 	requireAuthCode(t, w.stream.Err(), connect.CodeResourceExhausted, "fell behind; reconnect for a fresh snapshot")
 
 	// A reconnect gets a fresh snapshot showing the final state.
-	again := watchMachines(t, f.client(), f.other, f.branchA)
+	again := watchMachines(t, client, f.other, f.branchA)
 	snap := again.next(10 * time.Second).GetSnapshot()
 	if len(snap.GetMachines()) != 3+extra {
 		t.Fatalf("snapshot has %d machines", len(snap.GetMachines()))
@@ -622,6 +675,87 @@ func TestWatchMachinesSlowConsumer(t *testing.T) {
 		if m.GetStatus() != nxgv1.MachineStatus_MACHINE_STATUS_AVAILABLE || m.GetVersion() != 1+rounds {
 			t.Fatalf("machine after reconnect = %v", m)
 		}
+	}
+}
+
+// TestWatchMachinesFallenBehind checks a watcher that has fallen behind,
+// with several deliveries queued for it, each bigger than a batch: when it
+// reads again it gets every change exactly once, in order, numbered
+// without gaps, and is not cut off.
+func TestWatchMachinesFallenBehind(t *testing.T) {
+	t.Parallel()
+	f := setupMachineFloor(t)
+	// More machines than a batch sends, so a delivery of them all is
+	// split over batches.
+	const extra = 2 * streamBatchLimit
+	for i := range extra {
+		f.insertMachine(t, f.branchA, fmt.Sprintf("Bench %03d", i), "rack", fmt.Sprintf("TAG-BENCH-%03d", i))
+	}
+	const machines = 3 + extra
+	srv, svc := machineTestServer(t, f.b, func(*machineService) {})
+	w := watchMachines(t, nxgv1connect.NewMachineServiceClient(slowReaderClient(t), srv.URL), f.other, f.branchA)
+	snap := w.next(10 * time.Second).GetSnapshot()
+	if len(snap.GetMachines()) != machines {
+		t.Fatalf("snapshot has %d machines", len(snap.GetMachines()))
+	}
+	fast := watchMachines(t, nxgv1connect.NewMachineServiceClient(http.DefaultClient, srv.URL), f.other, f.branchA)
+	fast.next(10 * time.Second)
+
+	// Rounds of changes to every machine, each delivered to the fast
+	// watcher before the next, until the slow one, which reads nothing
+	// meanwhile, has several deliveries queued.
+	rounds := 0
+	for mostQueued(svc.feed, f.branchA) < 3 {
+		if rounds == 50 {
+			t.Fatalf("after %d rounds the watcher that stopped reading has at most %d deliveries queued", rounds, mostQueued(svc.feed, f.branchA))
+		}
+		f.bumpAllMachines(t, f.branchA, rounds%2 == 0)
+		for range machines {
+			fast.next(10 * time.Second)
+		}
+		rounds++
+	}
+
+	// Every change, once, in order: next checks that sequences follow
+	// each other; versions never go back, as each round moves every
+	// machine one version on.
+	seen := map[string]int64{}
+	for _, m := range snap.GetMachines() {
+		seen[m.GetId()] = m.GetVersion()
+	}
+	var last int64
+	for range rounds * machines {
+		m := w.next(10 * time.Second).GetMachine()
+		if m == nil {
+			t.Fatal("a message other than a machine change")
+		}
+		if m.GetVersion() != seen[m.GetId()]+1 {
+			t.Fatalf("machine %s at version %d after %d", m.GetId(), m.GetVersion(), seen[m.GetId()])
+		}
+		if m.GetVersion() < last {
+			t.Fatalf("machine %s at version %d after a change at version %d", m.GetId(), m.GetVersion(), last)
+		}
+		seen[m.GetId()], last = m.GetVersion(), m.GetVersion()
+	}
+	for id, v := range seen {
+		if v != int64(1+rounds) {
+			t.Fatalf("machine %s last seen at version %d, want %d", id, v, 1+rounds)
+		}
+	}
+	if len(seen) != machines {
+		t.Fatalf("changes of %d machines, want %d", len(seen), machines)
+	}
+	// Nothing more: the next change is the next message. The last round
+	// put every machine in maintenance when it was an odd one.
+	next := nxgv1.MachineStatus_MACHINE_STATUS_MAINTENANCE
+	if rounds%2 == 1 {
+		next = nxgv1.MachineStatus_MACHINE_STATUS_AVAILABLE
+	}
+	if _, err := f.setStatus(f.staffA, f.press, next); err != nil {
+		t.Fatal(err)
+	}
+	if m := w.next(10 * time.Second).GetMachine(); m.GetId() != f.press || m.GetVersion() != int64(2+rounds) {
+		t.Fatalf("after the backlog, got %v", m)
 	}
 }
 

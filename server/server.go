@@ -161,8 +161,11 @@ func NewHandler(opts Options) (http.Handler, error) {
 			return nxgv1connect.NewGymSessionServiceHandler(gymSessions, handlerOpts...)
 		}},
 		{nxgv1connect.MachineServiceName, func() (string, http.Handler) {
-			// The machine codecs send each machine change encoded once to every watcher.
-			return nxgv1connect.NewMachineServiceHandler(machines, slices.Concat(handlerOpts, machines.handlerOptions())...)
+			// The machine codecs send each machine change encoded once to
+			// every watcher, and batching lets a watcher that has fallen
+			// behind send its queued changes with one write.
+			path, h := nxgv1connect.NewMachineServiceHandler(machines, slices.Concat(handlerOpts, machines.handlerOptions())...)
+			return path, withStreamBatching(h)
 		}},
 		{nxgv1connect.DeviceServiceName, func() (string, http.Handler) {
 			return nxgv1connect.NewDeviceServiceHandler(NewDeviceService(opts.Pool, opts.Identity, opts.Floor, opts.Logger), handlerOpts...)

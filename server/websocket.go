@@ -152,7 +152,8 @@ func (h *webSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, err)
 		return
 	}
-	conn, err := websocket.Accept(w, r, h.accept)
+	hijacker := &batchingHijacker{ResponseWriter: w, writeTimeout: h.writeTimeout}
+	conn, err := websocket.Accept(hijacker, r, h.accept)
 	if err != nil {
 		// Accept has answered (a bad handshake or a forbidden origin).
 		h.logger.DebugContext(ctx, "websocket upgrade refused", "request_id", requestid.From(ctx), "error", err)
@@ -178,7 +179,7 @@ func (h *webSocketHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer release()
 
-	s := newWSSocket(h, conn, p)
+	s := newWSSocket(h, conn, hijacker.conn, p)
 	err = s.run(streamCtx)
 	if errors.Is(err, errWSStreamEnded) {
 		// The guard ended the stream: a drain, a revocation or the client
@@ -342,6 +343,7 @@ type wsErrorBody struct {
 type wsSocket struct {
 	h         *webSocketHandler
 	conn      *websocket.Conn
+	batch     streamBatch
 	principal auth.Principal
 
 	// ctx is the socket's life; cancel ends it with the reason why.
@@ -354,8 +356,8 @@ type wsSocket struct {
 	goroutines sync.WaitGroup
 }
 
-func newWSSocket(h *webSocketHandler, conn *websocket.Conn, p auth.Principal) *wsSocket {
-	return &wsSocket{h: h, conn: conn, principal: p, messages: make(chan []byte)}
+func newWSSocket(h *webSocketHandler, conn *websocket.Conn, batch streamBatch, p auth.Principal) *wsSocket {
+	return &wsSocket{h: h, conn: conn, batch: batch, principal: p, messages: make(chan []byte)}
 }
 
 // run serves the socket until it must end; the error says why. Besides run
@@ -476,13 +478,12 @@ func (s *wsSocket) keepAlive() {
 	}
 }
 
-// write sends one text frame under its own deadline. The deadline does not
-// follow ctx: a frame being written when the stream ends is finished, so the
-// close frame that follows can still be sent.
+// write sends one text frame. Its deadline is the connection's
+// (batchingConn puts one on every write), not ctx's: a frame being written
+// when the stream ends is finished, so the close frame that follows can
+// still be sent.
 func (s *wsSocket) write(frame []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.h.writeTimeout)
-	defer cancel()
-	if err := s.conn.Write(ctx, websocket.MessageText, frame); err != nil {
+	if err := s.conn.Write(context.Background(), websocket.MessageText, frame); err != nil {
 		return errWSPeerGone
 	}
 	return nil
@@ -492,7 +493,7 @@ func (s *wsSocket) write(frame []byte) error {
 // machine service for every watcher; only its sequence is this socket's, so
 // the frame is spliced from the two instead of marshalling per socket.
 func (s *wsSocket) streamMachines(branch uuid.UUID) error {
-	return fellBehind(s.h.machines.watch(s.ctx, branch, func(msg *nxgv1.WatchMachinesResponse, ev *machineEvent) error {
+	return fellBehind(s.h.machines.watch(s.ctx, branch, s.batch, func(msg *nxgv1.WatchMachinesResponse, ev *machineEvent) error {
 		if ev == nil {
 			frame, err := protojson.Marshal(msg)
 			if err != nil {

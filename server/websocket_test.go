@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -835,6 +836,16 @@ func TestWebSocket(t *testing.T) {
 // receives once each time a socket's handler returns.
 func wsTestServer(t *testing.T, b *apiTestBundle, adjust func(*webSocketHandler)) (*httptest.Server, <-chan struct{}) {
 	t.Helper()
+	h, ended := wsTestHandler(t, b, adjust)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv, ended
+}
+
+// wsTestHandler is wsTestServer's handler, for a test that serves it
+// itself.
+func wsTestHandler(t *testing.T, b *apiTestBundle, adjust func(*webSocketHandler)) (http.Handler, <-chan struct{}) {
+	t.Helper()
 	opts := Options{Pool: b.db.Pool, Logger: slog.New(slog.NewJSONHandler(b.logs, nil)), Identity: b.identity.Identity, Floor: newFloor(t, b.db)}
 	guard := newStreamGuard(opts.Floor.Hub, opts.Floor.Settings, opts.Floor.Draining, opts.Logger).checkSessions(opts.Identity.Sessions)
 	sessions := NewGymSessionService(opts.Pool, opts.Identity, opts.Floor, guard, opts.Logger)
@@ -845,10 +856,114 @@ func wsTestServer(t *testing.T, b *apiTestBundle, adjust func(*webSocketHandler)
 	}
 	adjust(h)
 	ended := make(chan struct{}, 16)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r)
 		ended <- struct{}{}
-	}))
+	}), ended
+}
+
+// smallSendBufferListener gives every connection it accepts a small
+// kernel send buffer, so that a peer which stops reading blocks the
+// server's writes after kilobytes rather than megabytes.
+type smallSendBufferListener struct{ net.Listener }
+
+func (l smallSendBufferListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(4 << 10)
+	}
+	return c, err
+}
+
+// TestWebSocketSlowConsumer checks that a machines subscriber which stops
+// reading, and so falls behind the changes, is closed with 4408 once it
+// reads again, after the frames it was sent; it never blocks the feed.
+func TestWebSocketSlowConsumer(t *testing.T) {
+	t.Parallel()
+	f := setupMachineFloor(t)
+	// A hundred machines: a change to them all is a delivery of a few
+	// tens of kilobytes, which the small socket buffers cannot hold.
+	for i := range 100 {
+		f.insertMachine(t, f.branchA, fmt.Sprintf("Rack %03d", i), "rack", fmt.Sprintf("TAG-WS-RACK-%03d", i))
+	}
+	var feed *machineFeed
+	h, _ := wsTestHandler(t, f.b, func(h *webSocketHandler) {
+		// A buffer of two deliveries, so a few changes overflow it.
+		h.machines.feed.buffer = 2
+		feed = h.machines.feed
+		// A client that stops reading answers no pings and would be
+		// dropped for that; this test is about the feed's bound, and the
+		// write timeout must outlast the pause.
+		h.pingInterval = time.Hour
+		h.writeTimeout = time.Minute
+	})
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener = smallSendBufferListener{srv.Listener}
+	srv.Start()
 	t.Cleanup(srv.Close)
-	return srv, ended
+
+	// The client's receive buffer is small too.
+	dialer := &net.Dialer{}
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetReadBuffer(4 << 10)
+		}
+		return c, err
+	}}}
+	t.Cleanup(client.CloseIdleConnections)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", &websocket.DialOptions{
+		HTTPClient: client, HTTPHeader: http.Header{"Authorization": {"Bearer " + f.member.Token}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.CloseNow() })
+	c.SetReadLimit(1 << 20) // the snapshot of a hundred machines
+	wsSend(t, c, `{"subscribe":"machines","branch_id":"`+f.branchA+`"}`)
+	var snap nxgv1.WatchMachinesResponse
+	wsReadProto(t, c, &snap)
+	if len(snap.GetSnapshot().GetMachines()) != 103 {
+		t.Fatalf("snapshot %v", &snap)
+	}
+
+	// The test's own subscription paces the changes: each is delivered
+	// before the next is made, so the socket's buffer gets one delivery
+	// per change. The socket reads nothing meanwhile.
+	branch := uuid.MustParse(f.branchA)
+	pacer := feed.subscribe(branch)
+	defer pacer.Close()
+	subscribers := func() int {
+		feed.mu.Lock()
+		defer feed.mu.Unlock()
+		return len(feed.subs[branch])
+	}
+	for round := 0; subscribers() > 1; round++ {
+		if round == 100 {
+			t.Fatal("the socket that stopped reading was not dropped after 100 changes")
+		}
+		f.bumpAllMachines(t, f.branchA, round%2 == 0)
+		nextDelivery(t, pacer)
+	}
+
+	// Reading again, the client gets what was sent, numbered without
+	// gaps, then the close.
+	frames := wsRequireClose(t, c, 4408, "fell behind; reconnect for a fresh snapshot")
+	if len(frames) == 0 {
+		t.Fatal("no frame before the close")
+	}
+	for i, frame := range frames {
+		var msg nxgv1.WatchMachinesResponse
+		if err := protojson.Unmarshal(frame, &msg); err != nil {
+			t.Fatalf("frame %s: %v", frame, err)
+		}
+		if msg.GetSequence() != uint64(i+2) || msg.GetMachine() == nil {
+			t.Fatalf("frame %d = %v, want a change at sequence %d", i, &msg, i+2)
+		}
+	}
+	if pacer.Err() != nil {
+		t.Fatalf("the pacing subscription ended: %v", pacer.Err())
+	}
 }

@@ -168,7 +168,7 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 		Logger:       logger.With("component", "river"),
 		Queues:       jobs.Queues(),
 		Workers:      workers,
-		PeriodicJobs: jobs.PeriodicJobs(),
+		PeriodicJobs: jobs.PeriodicJobs(floorSettings(cfg.Floor)),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("river client: %w", err)

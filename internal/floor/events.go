@@ -11,6 +11,7 @@ package floor
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -71,12 +72,23 @@ type Revocation struct {
 	SessionID string    `json:"sid,omitempty"`
 }
 
-// NotifyMachines sends one MachinesChanged for the machines of a branch.
+// machinesPerNotification is the most machines one MachinesChanged names.
+// A NOTIFY payload holds at most realtime.MaxPayload bytes, about 150
+// machines' ids and versions, while one change can touch many more (a
+// network cut silencing every console of a big branch, a batch of
+// reports); a hundred leaves room to spare.
+const machinesPerNotification = 100
+
+// NotifyMachines tells watchers that machines of a branch changed: one
+// MachinesChanged, or several in the same transaction when there are more
+// machines than one notification holds.
 func NotifyMachines(ctx context.Context, tx pgx.Tx, branch uuid.UUID, machines ...MachineVersion) error {
-	if len(machines) == 0 {
-		return nil
+	for part := range slices.Chunk(machines, machinesPerNotification) {
+		if err := realtime.Notify(ctx, tx, ChannelMachines, MachinesChanged{Branch: branch, Machines: part}); err != nil {
+			return fmt.Errorf("floor: notify machines: %w", err)
+		}
 	}
-	return realtime.Notify(ctx, tx, ChannelMachines, MachinesChanged{Branch: branch, Machines: machines})
+	return nil
 }
 
 // NotifyMember sends one MemberEvent.
