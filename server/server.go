@@ -102,6 +102,23 @@ type Identity struct {
 	JWKS []byte
 	// Tickets issues and redeems the single-use tickets that open /ws.
 	Tickets *ticket.Store
+	// Authenticator turns access tokens into principals, caching what it
+	// verified. Every entry point of a process shares one: the RPC
+	// interceptor, the WebSocket upgrade and the stream guard, which tells
+	// it of revocations made by other processes. Nil makes NewHandler
+	// build one over Tokens and Sessions.
+	Authenticator *auth.Authenticator
+}
+
+// authenticator is the process's Authenticator. NewHandler sets it before
+// anything asks, so every entry point shares one. An Identity put together
+// by hand (services mounted alone in tests) gets one of its own per call,
+// without caches: there is nothing to share them with.
+func (id Identity) authenticator() *auth.Authenticator {
+	if id.Authenticator != nil {
+		return id.Authenticator
+	}
+	return auth.New(auth.Config{Tokens: id.Tokens, Sessions: id.Sessions, TokenCacheSize: -1, SessionCacheTTL: -1})
 }
 
 func (id Identity) complete() bool {
@@ -131,9 +148,14 @@ func NewHandler(opts Options) (http.Handler, error) {
 	if opts.UnaryTimeout <= 0 {
 		opts.UnaryTimeout = 30 * time.Second
 	}
+	if opts.Identity.Authenticator == nil {
+		opts.Identity.Authenticator = auth.NewAuthenticator(opts.Identity.Tokens, opts.Identity.Sessions)
+	}
 
 	handlerOpts := handlerOptions(opts)
-	guard := newStreamGuard(opts.Floor.Hub, opts.Floor.Settings, opts.Floor.Draining, opts.Logger).checkSessions(opts.Identity.Sessions)
+	guard := newStreamGuard(opts.Floor.Hub, opts.Floor.Settings, opts.Floor.Draining, opts.Logger).
+		checkSessions(opts.Identity.Sessions).
+		forgetSessionsIn(opts.Identity.Authenticator)
 	gymSessions := NewGymSessionService(opts.Pool, opts.Identity, opts.Floor, guard, opts.Logger)
 	machines := NewMachineService(opts.Pool, opts.Identity, opts.Floor, guard, opts.Logger)
 
@@ -203,7 +225,7 @@ func handlerOptions(opts Options) []connect.HandlerOption {
 			newSentryInterceptor(),
 			newErrorInterceptor(opts.Logger),
 			newTimeoutInterceptor(opts.UnaryTimeout),
-			newAuthInterceptor(auth.NewAuthenticator(opts.Identity.Tokens, opts.Identity.Sessions), publicProcedures),
+			newAuthInterceptor(opts.Identity.authenticator(), publicProcedures),
 			newRateLimitInterceptor(opts.Identity.Limiter, opts.RateLimits, opts.Logger),
 			validate.NewInterceptor(),
 		),

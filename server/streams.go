@@ -49,6 +49,11 @@ type sessionLiveness interface {
 // streams and dispatches each revocation by subject. Should it miss
 // revocations (its subscription dropped, or the hub reconnected), it asks
 // the session store whether every guarded session is still alive.
+//
+// Being the process's one listener to revocations, it also keeps the
+// Authenticator's cache of live sessions honest: it drops the sessions
+// each revocation names, everything when revocations may have been missed,
+// and stops the caching when it can no longer hear them.
 type streamGuard struct {
 	hub      *realtime.Hub
 	settings floor.Settings
@@ -61,6 +66,9 @@ type streamGuard struct {
 	// closed is why the guard admits nothing any more (draining or
 	// unwatched); nil while it admits.
 	closed error
+	// authn is the Authenticator whose cached sessions revocations drop;
+	// nil when none is cached.
+	authn *auth.Authenticator
 }
 
 // guardedStream is one admitted stream.
@@ -92,6 +100,23 @@ func (g *streamGuard) checkSessions(s sessionLiveness) *streamGuard {
 	g.sessions = s
 	g.mu.Unlock()
 	return g
+}
+
+// forgetSessionsIn makes the guard drop from a's cache of live sessions
+// those that revocations name, wherever they were made.
+func (g *streamGuard) forgetSessionsIn(a *auth.Authenticator) *streamGuard {
+	g.mu.Lock()
+	g.authn = a
+	g.mu.Unlock()
+	return g
+}
+
+// cache is the Authenticator whose cached sessions the guard keeps honest,
+// or nil.
+func (g *streamGuard) cache() *auth.Authenticator {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.authn
 }
 
 // admit registers a stream of p. It fails with resource_exhausted when p
@@ -204,7 +229,7 @@ func (g *streamGuard) watch(sub *realtime.Subscription) {
 					// may have been missed.
 					g.logger.Warn("stream guard fell behind on revocations; re-checking sessions", "error", err)
 					sub = g.hub.Subscribe(floor.ChannelRevocations, nil)
-					g.recheck(nil)
+					g.missed()
 					continue
 				}
 				g.logger.Warn("stream guard stopped hearing revocations; ending live streams", "error", err)
@@ -212,7 +237,7 @@ func (g *streamGuard) watch(sub *realtime.Subscription) {
 				return
 			}
 			if ev.Resync {
-				g.recheck(nil)
+				g.missed()
 				continue
 			}
 			var r floor.Revocation
@@ -225,7 +250,18 @@ func (g *streamGuard) watch(sub *realtime.Subscription) {
 	}
 }
 
-// close ends every guarded stream with cause and admits no more.
+// missed handles revocations that may have gone unheard: every cached
+// session is asked about again, and every guarded one now.
+func (g *streamGuard) missed() {
+	if a := g.cache(); a != nil {
+		a.ForgetAllSessions()
+	}
+	g.recheck(nil)
+}
+
+// close ends every guarded stream with cause and admits no more. It is
+// called when the guard stops listening: from then on revocations go
+// unheard, so the Authenticator caches no session either.
 func (g *streamGuard) close(cause error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -237,6 +273,9 @@ func (g *streamGuard) close(cause error) {
 			s.cancel(cause)
 		}
 	}
+	if g.authn != nil {
+		g.authn.StopCachingSessions()
+	}
 }
 
 // revoke ends the streams r names. The subject's other sessions are checked
@@ -244,6 +283,11 @@ func (g *streamGuard) close(cause error) {
 // one) may race with a session made just before it.
 func (g *streamGuard) revoke(r floor.Revocation) {
 	subject := r.Subject
+	// The cache forgets every session of the subject, not only those
+	// named, for the same race.
+	if a := g.cache(); a != nil {
+		a.ForgetSessions(subject.String())
+	}
 	g.mu.Lock()
 	for s := range g.streams[subject] {
 		if r.SessionID == "" || s.sessionID == r.SessionID {
@@ -326,7 +370,7 @@ var (
 // (?ticket=), which is used up by this call.
 func authenticateStream(ctx context.Context, r *http.Request, id Identity) (auth.Principal, error) {
 	if h := r.Header.Get("Authorization"); h != "" {
-		return auth.NewAuthenticator(id.Tokens, id.Sessions).Authenticate(ctx, h)
+		return id.authenticator().Authenticate(ctx, h)
 	}
 	t := r.URL.Query().Get("ticket")
 	if t == "" {

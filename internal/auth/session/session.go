@@ -59,6 +59,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -135,6 +136,35 @@ type Store struct {
 	ttl    time.Duration
 	now    func() time.Time
 	max    int
+
+	// revokedMu guards onRevoke, the listeners told of every session this
+	// Store ends (see OnRevoke).
+	revokedMu sync.RWMutex
+	onRevoke  []func(userID string, sessionIDs ...string)
+}
+
+// OnRevoke registers fn to be told, synchronously and before the ending
+// call returns, of the sessions this Store ends: by Revoke, RevokeAll, the
+// eviction of Create and the reuse detection of Refresh. sessionIDs names
+// them, or is empty when every session of userID may have ended. It is
+// what lets a process-local cache of live sessions (auth.Authenticator)
+// drop them at once, whichever code path ended them. fn may be told of a
+// session that was not alive, or when the Store failed halfway: it must
+// only drop what it holds, never act on the news otherwise. Other
+// processes learn of revocations through floor.ChannelRevocations.
+func (s *Store) OnRevoke(fn func(userID string, sessionIDs ...string)) {
+	s.revokedMu.Lock()
+	defer s.revokedMu.Unlock()
+	s.onRevoke = append(s.onRevoke, fn)
+}
+
+// revoked tells the OnRevoke listeners that sessions of userID ended.
+func (s *Store) revoked(userID string, sessionIDs ...string) {
+	s.revokedMu.RLock()
+	defer s.revokedMu.RUnlock()
+	for _, fn := range s.onRevoke {
+		fn(userID, sessionIDs...)
+	}
 }
 
 // NewStore returns a Store that puts every key under prefix.
@@ -359,10 +389,15 @@ func (s *Store) Create(ctx context.Context, userID, role, deviceName, ip, userAg
 	userAgent = truncate(userAgent, maxUserAgentBytes)
 	plain, hash := newToken()
 	now := s.nowMS()
-	err = createScript.Run(ctx, s.rdb,
+	evicted, err := createScript.Run(ctx, s.rdb,
 		[]string{s.sessKey(sid), s.userKey(userID), s.tokenKey(hash)},
 		s.prefix, sid, userID, role, deviceName, ip, userAgent, now, s.ttlMS(), hash, s.max,
-	).Err()
+	).Int()
+	// Evicting the least recently seen sessions ends them. A failed call
+	// may have evicted some before failing, so listeners hear of it too.
+	if err != nil || evicted > 0 {
+		s.revoked(userID)
+	}
 	if err != nil {
 		return Session{}, "", wrap("create", err)
 	}
@@ -402,6 +437,7 @@ func (s *Store) Refresh(ctx context.Context, refreshToken string) (Session, stri
 			return Session{}, "", wrap("refresh", err)
 		}
 		if status == "reused" {
+			s.revoked(sess.UserID, sid)
 			return sess, "", ErrRefreshReused
 		}
 		return sess, plain, nil
@@ -501,6 +537,8 @@ func (s *Store) Revoke(ctx context.Context, userID, sessionID string) (bool, err
 	}
 	n, err := revokeScript.Run(ctx, s.rdb, []string{s.sessKey(sessionID)},
 		s.prefix, sessionID, userID, s.nowMS()).Int()
+	// Told even on failure: the script may have run before the error.
+	s.revoked(userID, sessionID)
 	if err != nil {
 		return false, wrap("revoke", err)
 	}
@@ -512,6 +550,8 @@ func (s *Store) Revoke(ctx context.Context, userID, sessionID string) (bool, err
 func (s *Store) RevokeAll(ctx context.Context, userID string, except string) (int, error) {
 	n, err := revokeAllScript.Run(ctx, s.rdb, []string{s.userKey(userID)},
 		s.prefix, userID, except, s.nowMS()).Int()
+	// Told even on failure: the script may have run before the error.
+	s.revoked(userID)
 	if err != nil {
 		return 0, wrap("revoke all", err)
 	}

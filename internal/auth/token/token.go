@@ -353,6 +353,18 @@ func (i *Issuer) Verify(token string) (Claims, error) {
 	return claimsOf(tok)
 }
 
+// Current reports whether claims that Verify accepted earlier are still
+// inside their validity window on the issuer's clock, judged exactly as
+// Verify judges exp, nbf and iat (whole seconds, ClockSkew either side). A
+// cache of verified tokens asks it on every hit, so that a cached token
+// stops working at the very moment Verify would start refusing it.
+func (i *Issuer) Current(c Claims) bool {
+	now := i.now().Truncate(time.Second)
+	return now.Before(c.ExpiresAt.Add(ClockSkew)) &&
+		!now.Before(c.NotBefore.Add(-ClockSkew)) &&
+		!now.Before(c.IssuedAt.Add(-ClockSkew))
+}
+
 func claimsOf(tok jwt.Token) (Claims, error) {
 	var c Claims
 	var ok bool
