@@ -541,3 +541,94 @@ func TestMachineCodecs(t *testing.T) {
 		t.Fatal("codec names or kinds are wrong")
 	}
 }
+
+func TestMachineFeedLinger(t *testing.T) {
+	t.Parallel()
+	newFeed := func(perWatcher time.Duration) *machineFeed {
+		feed := newMachineFeed(nil, nil, slog.New(slog.DiscardHandler))
+		feed.start.Do(func() {}) // driven through publish, without a hub
+		feed.lingerPerWatcher = perWatcher
+		return feed
+	}
+	event := func(branch uuid.UUID, version int64) *machineEvent {
+		return &machineEvent{Machine: benchMachine(branch, version), branch: branch, version: version}
+	}
+
+	t.Run("LingerGrowsWithWatchersAndIsBounded", func(t *testing.T) {
+		t.Parallel()
+		feed := newFeed(machineFeedLingerPerWatcher)
+		for _, tc := range []struct {
+			watchers int
+			want     time.Duration
+		}{
+			{0, 0}, {1, 0}, {199, 0}, // a quiet branch gets each change at once
+			{200, machineFeedMinLinger},
+			{1_000, machineFeedMinLinger},
+			{5_000, 25 * time.Millisecond},
+			{10_000, 50 * time.Millisecond},
+			{20_000, machineFeedMaxLinger},
+			{1_000_000, machineFeedMaxLinger},
+		} {
+			if got := feed.lingerFor(tc.watchers); got != tc.want {
+				t.Errorf("lingerFor(%d) = %v, want %v", tc.watchers, got, tc.want)
+			}
+		}
+	})
+
+	t.Run("ChangesOfABusyBranchTravelTogether", func(t *testing.T) {
+		t.Parallel()
+		// Two hundred watchers at 200 µs each: a linger of 40 ms.
+		feed := newFeed(200 * time.Microsecond)
+		branch, other := uuid.New(), uuid.New()
+		a, b := feed.subscribe(branch), feed.subscribe(branch)
+		defer a.Close()
+		defer b.Close()
+		for range machineFeedBusyWatchers - 2 {
+			defer feed.subscribe(branch).Close()
+		}
+		quiet := feed.subscribe(other) // alone: not held
+		defer quiet.Close()
+
+		first, second, third := event(branch, 1), event(branch, 2), event(branch, 3)
+		start := time.Now()
+		feed.publish(branch, []*machineEvent{first})
+		feed.publish(branch, []*machineEvent{second, third})
+		for _, s := range []*machineSubscription{a, b} {
+			select {
+			case got := <-s.Events():
+				if len(got) != 3 || got[0] != first || got[1] != second || got[2] != third {
+					t.Fatalf("delivery = %d events, want the three changes in order", len(got))
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("held changes were never delivered")
+			}
+		}
+		if waited := time.Since(start); waited < 30*time.Millisecond {
+			t.Fatalf("changes delivered after %v, want them held for the branch's linger (40 ms)", waited)
+		}
+		select {
+		case got := <-a.Events():
+			t.Fatalf("a second delivery of %d events; the changes should have travelled as one", len(got))
+		case <-quiet.Events():
+			t.Fatal("another branch's watcher got the changes")
+		default:
+		}
+	})
+
+	t.Run("QuietBranchIsNotHeld", func(t *testing.T) {
+		t.Parallel()
+		feed := newFeed(machineFeedLingerPerWatcher)
+		branch := uuid.New()
+		s := feed.subscribe(branch)
+		defer s.Close()
+		feed.publish(branch, []*machineEvent{event(branch, 1)})
+		select {
+		case got := <-s.Events():
+			if len(got) != 1 {
+				t.Fatalf("delivery = %d events, want 1", len(got))
+			}
+		default:
+			t.Fatal("a change to a branch with one watcher was held instead of delivered at once")
+		}
+	})
+}
