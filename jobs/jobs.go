@@ -20,6 +20,9 @@ import (
 	"github.com/nxg-fitness/nxg/internal/erasure"
 	"github.com/nxg-fitness/nxg/internal/fieldcrypt"
 	"github.com/nxg-fitness/nxg/internal/floor"
+	"github.com/nxg-fitness/nxg/internal/integrations/mealdetector"
+	"github.com/nxg-fitness/nxg/internal/integrations/mealplanner"
+	"github.com/nxg-fitness/nxg/internal/integrations/workoutplanner"
 	"github.com/nxg-fitness/nxg/internal/storage"
 )
 
@@ -65,9 +68,20 @@ type Deps struct {
 	// Floor tunes the gym floor's jobs: session timeouts, idle unlinks and
 	// the offline sweep.
 	Floor floor.Settings
+	// AI calls the outside AI services.
+	AI AI
 	// Erasure replaces the registry the account erasure runs; nil means
 	// erasure.Default over the stores above. Tests set it.
 	Erasure *erasure.Registry
+}
+
+// AI is the outside AI services' clients, for the jobs of the ai queue.
+// A job whose client is nil fails (and is retried), like any missing
+// dependency.
+type AI struct {
+	WorkoutPlanner *workoutplanner.Client
+	MealDetector   *mealdetector.Client
+	MealPlanner    *mealplanner.Client
 }
 
 // Workers registers every worker.

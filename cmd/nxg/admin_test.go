@@ -47,6 +47,7 @@ func setupAdmin(t *testing.T) *adminTestBundle {
 		"NXG_FCM_ENDPOINT":    "http://127.0.0.1:1",
 	}
 	maps.Copy(environ, testkit.AuthEnv(t))
+	maps.Copy(environ, testkit.AIEnv())
 	keys, err := fieldcrypt.ParseMasterKeys(environ["NXG_MASTER_KEY"])
 	if err != nil {
 		t.Fatal(err)

@@ -135,6 +135,7 @@ func TestRunMigrate(t *testing.T) {
 		"NXG_FCM_ENDPOINT":    "http://127.0.0.1:1",
 	}
 	maps.Copy(environ, testkit.AuthEnv(t))
+	maps.Copy(environ, testkit.AIEnv())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
@@ -238,6 +239,7 @@ func TestRunMigrateUnreachableDatabase(t *testing.T) {
 		"NXG_FCM_ENDPOINT":    "http://127.0.0.1:1",
 	}
 	maps.Copy(environ, testkit.AuthEnv(t))
+	maps.Copy(environ, testkit.AIEnv())
 	err := run(context.Background(), []string{"migrate"}, environ, strings.NewReader(""), &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1/nxg") {
 		t.Fatalf("migrate against a closed port = %v, want an error naming 127.0.0.1:1/nxg", err)

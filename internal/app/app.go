@@ -150,6 +150,16 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 		return nil, err
 	}
 
+	a.Registry = prometheus.NewRegistry()
+	a.Registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	ai, err := buildAI(cfg.AI, a.Registry)
+	if err != nil {
+		return nil, err
+	}
+
 	workers, err := jobs.Workers(jobs.Deps{
 		Mongo:       a.MongoDB,
 		Pool:        a.Pool,
@@ -160,6 +170,11 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 		MasterKeys:  a.masterKeys,
 		Audit:       a.auditLog,
 		Floor:       floorSettings(cfg.Floor),
+		AI: jobs.AI{
+			WorkoutPlanner: ai.workoutPlanner,
+			MealDetector:   ai.mealDetector,
+			MealPlanner:    ai.mealPlanner,
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("river workers: %w", err)
@@ -174,11 +189,6 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 		return nil, fmt.Errorf("river client: %w", err)
 	}
 
-	a.Registry = prometheus.NewRegistry()
-	a.Registry.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	)
 	metrics, err := server.NewMetricsInterceptor(a.Registry)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
@@ -207,6 +217,10 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 		server.Check{Name: "river", Fn: a.checkRiver},
 		server.Check{Name: "shutdown", Fn: a.checkNotDraining},
 	)
+	// An outside service being down degrades features (stale plans, pending
+	// analyses) but not the API: its breaker state informs, never fails,
+	// readiness.
+	a.readiness.AddInfo("integrations", func() any { return ai.set.BreakerStates() })
 
 	trusted, err := clientinfo.ParsePrefixes(cfg.TrustedProxies)
 	if err != nil {

@@ -115,6 +115,7 @@ func (b *testBundle) environ(t *testing.T, overrides map[string]string) map[stri
 		environ[k] = v
 	}
 	maps.Copy(environ, testkit.AuthEnv(t))
+	maps.Copy(environ, testkit.AIEnv())
 	for k, v := range overrides {
 		environ[k] = v
 	}

@@ -55,6 +55,8 @@ type Config struct {
 	S3 S3Config
 	// Firebase holds push notification settings.
 	Firebase FirebaseConfig
+	// AI holds the outside AI services (docs/integrations.md).
+	AI AIConfig
 
 	// Auth holds the keys of identity and privacy.
 	Auth AuthConfig
@@ -100,6 +102,31 @@ type S3Config struct {
 	SecretAccessKey Secret `env:"S3_SECRET_ACCESS_KEY"`
 	// UsePathStyle addresses buckets by path, which most non-AWS stores need.
 	UsePathStyle bool `env:"S3_USE_PATH_STYLE" envDefault:"false"`
+}
+
+// AIConfig locates the outside AI services NXG calls from its ai queue.
+type AIConfig struct {
+	WorkoutPlanner ServiceConfig `envPrefix:"NXG_WORKOUTPLANNER_"`
+	MealDetector   ServiceConfig `envPrefix:"NXG_MEALDETECTOR_"`
+	MealPlanner    ServiceConfig `envPrefix:"NXG_MEALPLANNER_"`
+}
+
+// ServiceConfig is one outside service: where it is, the key it wants, and
+// how patiently it is called (docs/integrations.md has the policy; the
+// defaults suit the vendors' documented latencies).
+type ServiceConfig struct {
+	// URL is the service's base URL.
+	URL string `env:"URL,required,notEmpty"`
+	// APIKey is sent as X-Api-Key.
+	APIKey Secret `env:"API_KEY,required,notEmpty"`
+	// Timeout bounds one attempt.
+	Timeout time.Duration `env:"TIMEOUT" envDefault:"20s"`
+	// MaxAttempts bounds the attempts of one call.
+	MaxAttempts int `env:"MAX_ATTEMPTS" envDefault:"4"`
+	// FailureThreshold is how many failed attempts in a row open the breaker.
+	FailureThreshold uint32 `env:"BREAKER_FAILURES" envDefault:"5"`
+	// OpenTimeout is how long an open breaker fails fast before a probe.
+	OpenTimeout time.Duration `env:"BREAKER_OPEN_TIMEOUT" envDefault:"30s"`
 }
 
 // FirebaseConfig configures Firebase Cloud Messaging.
@@ -378,6 +405,9 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("s3_secret_access_key", c.S3.SecretAccessKey),
 		slog.String("firebase_project_id", c.Firebase.ProjectID),
 		slog.String("fcm_endpoint", c.Firebase.Endpoint),
+		slog.String("workoutplanner_url", c.AI.WorkoutPlanner.URL),
+		slog.String("mealdetector_url", c.AI.MealDetector.URL),
+		slog.String("mealplanner_url", c.AI.MealPlanner.URL),
 		slog.String("jwt_issuer", c.Auth.JWTIssuer),
 		slog.String("jwt_audience", c.Auth.JWTAudience),
 		slog.Any("trusted_proxies", c.TrustedProxies),

@@ -34,20 +34,32 @@ var requiredVars = []string{
 	"S3_BUCKET",
 	"FIREBASE_PROJECT_ID",
 	"NXG_AUDIT_KEY",
+	"NXG_WORKOUTPLANNER_URL",
+	"NXG_WORKOUTPLANNER_API_KEY",
+	"NXG_MEALDETECTOR_URL",
+	"NXG_MEALDETECTOR_API_KEY",
+	"NXG_MEALPLANNER_URL",
+	"NXG_MEALPLANNER_API_KEY",
 }
 
 // validEnviron is the smallest complete configuration: every required
 // variable and FIREBASE_CREDENTIALS_FILE, everything else defaulted.
 func validEnviron() map[string]string {
 	e := map[string]string{
-		"DATABASE_URL":              "postgres://nxg:" + dbPassword + "@db.internal:5432/nxg?sslmode=require",
-		"REDIS_URL":                 "redis://:" + redisPassword + "@cache.internal:6379/0",
-		"MONGO_URL":                 "mongodb://nxg:" + mongoPassword + "@mongo.internal:27017",
-		"NXG_OPS_USER":              "ops",
-		"NXG_OPS_PASSWORD":          opsPassword,
-		"S3_BUCKET":                 "nxg-media",
-		"FIREBASE_PROJECT_ID":       "nxg-prod",
-		"FIREBASE_CREDENTIALS_FILE": "/etc/nxg/firebase.json",
+		"DATABASE_URL":               "postgres://nxg:" + dbPassword + "@db.internal:5432/nxg?sslmode=require",
+		"REDIS_URL":                  "redis://:" + redisPassword + "@cache.internal:6379/0",
+		"MONGO_URL":                  "mongodb://nxg:" + mongoPassword + "@mongo.internal:27017",
+		"NXG_OPS_USER":               "ops",
+		"NXG_OPS_PASSWORD":           opsPassword,
+		"S3_BUCKET":                  "nxg-media",
+		"FIREBASE_PROJECT_ID":        "nxg-prod",
+		"FIREBASE_CREDENTIALS_FILE":  "/etc/nxg/firebase.json",
+		"NXG_WORKOUTPLANNER_URL":     "https://planner.example.com",
+		"NXG_WORKOUTPLANNER_API_KEY": "planner-key",
+		"NXG_MEALDETECTOR_URL":       "https://detector.example.com",
+		"NXG_MEALDETECTOR_API_KEY":   "detector-key",
+		"NXG_MEALPLANNER_URL":        "https://mealplanner.example.com",
+		"NXG_MEALPLANNER_API_KEY":    "mealplanner-key",
 	}
 	for k, v := range testAuthEnv {
 		e[k] = v

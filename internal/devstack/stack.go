@@ -1,8 +1,9 @@
 // Package devstack starts local stand-ins for every outside dependency of NXG
 // that a developer has not configured: Redis (the local server or an
 // in-process miniredis), the MongoDB API (FerretDB over the nxg PostgreSQL
-// database), S3 (gofakes3 on a local folder), the FCM HTTP v1 API and a
-// Sentry-compatible event capture.
+// database), S3 (gofakes3 on a local folder), the FCM HTTP v1 API, a
+// Sentry-compatible event capture and simulators of the outside AI services
+// (workout planner, meal detector, meal planner).
 //
 // cmd/nxg-dev and tests use it; production packages must never import it, so
 // that the production binary does not link FerretDB, gofakes3 or miniredis.
@@ -40,6 +41,13 @@ const (
 	EnvFCMEndpoint       = "NXG_FCM_ENDPOINT"
 	EnvFirebaseCredsFile = "FIREBASE_CREDENTIALS_FILE"
 	EnvSentryDSN         = "SENTRY_DSN"
+
+	EnvWorkoutPlannerURL    = "NXG_WORKOUTPLANNER_URL"
+	EnvWorkoutPlannerAPIKey = "NXG_WORKOUTPLANNER_API_KEY"
+	EnvMealDetectorURL      = "NXG_MEALDETECTOR_URL"
+	EnvMealDetectorAPIKey   = "NXG_MEALDETECTOR_API_KEY"
+	EnvMealPlannerURL       = "NXG_MEALPLANNER_URL"
+	EnvMealPlannerAPIKey    = "NXG_MEALPLANNER_API_KEY"
 )
 
 // DevBucket is the bucket the S3 stand-in creates for the dev server.
@@ -59,7 +67,10 @@ type Options struct {
 	// Configured holds the environment variables the user has set (for
 	// example os.Environ as a map). A dependency whose variable has a
 	// non-empty value here is not started: REDIS_URL, MONGO_URL, S3_ENDPOINT,
-	// NXG_FCM_ENDPOINT or FIREBASE_CREDENTIALS_FILE, SENTRY_DSN.
+	// NXG_FCM_ENDPOINT or FIREBASE_CREDENTIALS_FILE, SENTRY_DSN,
+	// NXG_WORKOUTPLANNER_URL, NXG_MEALDETECTOR_URL, NXG_MEALPLANNER_URL. The
+	// simulators' knobs are read from it too (NXG_SIM_<NAME>_LATENCY,
+	// _ERROR_RATE, _OUTAGE, _ABSURD; see SimKnobs).
 	Configured map[string]string
 }
 
@@ -71,10 +82,15 @@ type Stack struct {
 	S3     *S3
 	FCM    *FCM
 	Sentry *Sentry
+
+	WorkoutPlanner *WorkoutPlanner
+	MealDetector   *MealDetector
+	MealPlanner    *MealPlanner
 }
 
 // Start starts every dependency that opts.Configured does not name, in the
-// order Redis, MongoDB, S3, FCM, Sentry. When one fails, the ones already
+// order Redis, MongoDB, S3, FCM, Sentry, workout planner, meal detector,
+// meal planner. When one fails, the ones already
 // started are closed before the error is returned, so a failed start leaks
 // no listener.
 func Start(ctx context.Context, opts Options) (*Stack, error) {
@@ -131,7 +147,39 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 			return fail(err)
 		}
 	}
+	if !configured(EnvWorkoutPlannerURL) {
+		if s.WorkoutPlanner, err = startSim(opts.Configured, "WORKOUTPLANNER", StartWorkoutPlanner, logger); err != nil {
+			return fail(err)
+		}
+	}
+	if !configured(EnvMealDetectorURL) {
+		if s.MealDetector, err = startSim(opts.Configured, "MEALDETECTOR", StartMealDetector, logger); err != nil {
+			return fail(err)
+		}
+	}
+	if !configured(EnvMealPlannerURL) {
+		if s.MealPlanner, err = startSim(opts.Configured, "MEALPLANNER", StartMealPlanner, logger); err != nil {
+			return fail(err)
+		}
+	}
 	return s, nil
+}
+
+// startSim starts one simulator with the knobs the environment sets for it
+// (NXG_SIM_<name>_*), checked before it starts so a typo fails fast.
+func startSim[T interface{ SetKnobs(SimKnobs) }](env map[string]string, name string,
+	start func(*slog.Logger) (T, error), logger *slog.Logger) (T, error) {
+	var zero T
+	knobs, err := simKnobsFromEnv(name, env)
+	if err != nil {
+		return zero, err
+	}
+	sim, err := start(logger)
+	if err != nil {
+		return zero, err
+	}
+	sim.SetKnobs(knobs)
+	return sim, nil
 }
 
 // Env returns the environment variables that point the server at the
@@ -164,6 +212,18 @@ func (s *Stack) Env() map[string]string {
 	if s.Sentry != nil {
 		env[EnvSentryDSN] = s.Sentry.DSN()
 	}
+	if s.WorkoutPlanner != nil {
+		env[EnvWorkoutPlannerURL] = s.WorkoutPlanner.URL()
+		env[EnvWorkoutPlannerAPIKey] = s.WorkoutPlanner.APIKey()
+	}
+	if s.MealDetector != nil {
+		env[EnvMealDetectorURL] = s.MealDetector.URL()
+		env[EnvMealDetectorAPIKey] = s.MealDetector.APIKey()
+	}
+	if s.MealPlanner != nil {
+		env[EnvMealPlannerURL] = s.MealPlanner.URL()
+		env[EnvMealPlannerAPIKey] = s.MealPlanner.APIKey()
+	}
 	return env
 }
 
@@ -175,6 +235,18 @@ func (s *Stack) Close() error {
 		return nil
 	}
 	var errs []error
+	if s.MealPlanner != nil {
+		errs = append(errs, s.MealPlanner.Close())
+		s.MealPlanner = nil
+	}
+	if s.MealDetector != nil {
+		errs = append(errs, s.MealDetector.Close())
+		s.MealDetector = nil
+	}
+	if s.WorkoutPlanner != nil {
+		errs = append(errs, s.WorkoutPlanner.Close())
+		s.WorkoutPlanner = nil
+	}
 	if s.Sentry != nil {
 		errs = append(errs, s.Sentry.Close())
 		s.Sentry = nil
@@ -199,7 +271,7 @@ func (s *Stack) Close() error {
 }
 
 // httpServer is an http.Server on a free loopback port, shared by the HTTP
-// stand-ins (S3, FCM, Sentry) so each gets the same graceful shutdown.
+// stand-ins (S3, FCM, Sentry, the simulators) so each gets the same graceful shutdown.
 type httpServer struct {
 	srv  *http.Server
 	url  string

@@ -40,13 +40,17 @@ func TestStart(t *testing.T) {
 			_ = st.Close()
 		}
 	})
-	if st.Redis == nil || st.Mongo == nil || st.S3 == nil || st.FCM == nil || st.Sentry == nil {
+	if st.Redis == nil || st.Mongo == nil || st.S3 == nil || st.FCM == nil || st.Sentry == nil ||
+		st.WorkoutPlanner == nil || st.MealDetector == nil || st.MealPlanner == nil {
 		t.Fatalf("Start left a stand-in unstarted: %+v", st)
 	}
 
 	env := st.Env()
 	wantKeys := []string{
-		"FIREBASE_PROJECT_ID", "MONGO_URL", "NXG_FCM_ENDPOINT", "REDIS_URL", "S3_ACCESS_KEY_ID", "S3_BUCKET",
+		"FIREBASE_PROJECT_ID", "MONGO_URL", "NXG_FCM_ENDPOINT",
+		"NXG_MEALDETECTOR_API_KEY", "NXG_MEALDETECTOR_URL", "NXG_MEALPLANNER_API_KEY", "NXG_MEALPLANNER_URL",
+		"NXG_WORKOUTPLANNER_API_KEY", "NXG_WORKOUTPLANNER_URL",
+		"REDIS_URL", "S3_ACCESS_KEY_ID", "S3_BUCKET",
 		"S3_ENDPOINT", "S3_REGION", "S3_SECRET_ACCESS_KEY", "S3_USE_PATH_STYLE", "SENTRY_DSN",
 	}
 	if got := slices.Sorted(maps.Keys(env)); !slices.Equal(got, wantKeys) {
@@ -124,7 +128,11 @@ func TestStart(t *testing.T) {
 	if err := st.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	for name, u := range map[string]string{"S3": env["S3_ENDPOINT"], "FCM": env["NXG_FCM_ENDPOINT"], "Sentry": sentryEvents} {
+	for name, u := range map[string]string{
+		"S3": env["S3_ENDPOINT"], "FCM": env["NXG_FCM_ENDPOINT"], "Sentry": sentryEvents,
+		"workout planner": env["NXG_WORKOUTPLANNER_URL"], "meal detector": env["NXG_MEALDETECTOR_URL"],
+		"meal planner": env["NXG_MEALPLANNER_URL"],
+	} {
 		if resp, err := http.Get(u); err == nil {
 			_ = resp.Body.Close()
 			t.Errorf("%s still answers at %s after Close", name, u)
@@ -144,12 +152,15 @@ func TestStartConfigured(t *testing.T) {
 			Configured: map[string]string{
 				"REDIS_URL": "redis://cache:6379/0", "MONGO_URL": "mongodb://mongo/", "S3_ENDPOINT": "https://s3.example",
 				"FIREBASE_CREDENTIALS_FILE": "/etc/nxg/fcm.json", "SENTRY_DSN": "https://k@sentry.example/1",
+				"NXG_WORKOUTPLANNER_URL": "https://planner.example", "NXG_MEALDETECTOR_URL": "https://detector.example",
+				"NXG_MEALPLANNER_URL": "https://meals.example",
 			},
 		})
 		if err != nil {
 			t.Fatalf("Start: %v", err)
 		}
-		if st.Redis != nil || st.Mongo != nil || st.S3 != nil || st.FCM != nil || st.Sentry != nil {
+		if st.Redis != nil || st.Mongo != nil || st.S3 != nil || st.FCM != nil || st.Sentry != nil ||
+			st.WorkoutPlanner != nil || st.MealDetector != nil || st.MealPlanner != nil {
 			t.Fatalf("Start started a configured dependency: %+v", st)
 		}
 		if env := st.Env(); len(env) != 0 {

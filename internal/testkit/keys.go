@@ -3,6 +3,7 @@ package testkit
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"strings"
 	"testing"
 
 	"github.com/nxg-fitness/nxg/internal/auth/token"
@@ -44,4 +45,17 @@ func GenerateAuthEnv() (map[string]string, error) {
 		"NXG_AUDIT_KEY":   base64.StdEncoding.EncodeToString(audit),
 		"NXG_CHECKIN_KEY": base64.StdEncoding.EncodeToString(checkin),
 	}, nil
+}
+
+// AIEnv is the configuration of the outside AI services for tests that
+// build a whole configuration but never call them: every URL points at a
+// closed port, so a call that did happen would fail rather than reach
+// anything.
+func AIEnv() map[string]string {
+	env := map[string]string{}
+	for _, name := range []string{"WORKOUTPLANNER", "MEALDETECTOR", "MEALPLANNER"} {
+		env["NXG_"+name+"_URL"] = "http://127.0.0.1:1"
+		env["NXG_"+name+"_API_KEY"] = "test-" + strings.ToLower(name) + "-key"
+	}
+	return env
 }
