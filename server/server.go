@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/rs/cors"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/nxg-fitness/nxg/gen/nxg/v1/nxgv1connect"
 	"github.com/nxg-fitness/nxg/internal/audit"
@@ -47,7 +48,10 @@ const maxMessageBytes = 1 << 20
 
 // Options is what the API handler needs.
 type Options struct {
-	Pool      *pgxpool.Pool
+	Pool *pgxpool.Pool
+	// Mongo caches outside services' answers (internal/aicache): workout
+	// and meal plans an identical request is answered from.
+	Mongo     *mongo.Database
 	Logger    *slog.Logger
 	Readiness *Readiness
 	// Metrics records per-procedure counts and latencies; required.

@@ -229,6 +229,7 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 	a.identity.River = a.River
 	apiHandler, err := server.NewHandler(server.Options{
 		Pool:         a.Pool,
+		Mongo:        a.MongoDB,
 		Logger:       logger,
 		Readiness:    a.readiness,
 		Metrics:      metrics,
