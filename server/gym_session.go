@@ -28,6 +28,7 @@ import (
 	"github.com/nxg-fitness/nxg/internal/floor"
 	"github.com/nxg-fitness/nxg/internal/pagination"
 	"github.com/nxg-fitness/nxg/internal/realtime"
+	"github.com/nxg-fitness/nxg/internal/requestid"
 	"github.com/nxg-fitness/nxg/jobs"
 )
 
@@ -36,6 +37,7 @@ import (
 const (
 	actionGymSessionStarted      = "gym_session.started"
 	actionGymSessionEndedByStaff = "gym_session.ended_by_staff"
+	actionGymSessionRefused      = "gym_session.checkin_refused"
 )
 
 // gymSessionListName ties page tokens to this list.
@@ -197,6 +199,7 @@ func (s *gymSessionService) StartSession(ctx context.Context, req *connect.Reque
 		return nil, &apperr.Error{Code: apperr.CodeAborted, Message: "another check-in of this member happened at the same moment; retry", Cause: err}
 	}
 	if err != nil {
+		s.auditRefusal(ctx, p, in, err)
 		return nil, err
 	}
 	resp := &nxgv1.StartSessionResponse{Session: gymSessionProto(res.session)}
@@ -637,6 +640,40 @@ func (s *gymSessionService) memberEvent(ctx context.Context, userID uuid.UUID, p
 		return nil, fmt.Errorf("read %s %s: %w", ev.Kind, ev.ID, err)
 	}
 	return msg, nil
+}
+
+// auditRefusal records a check-in the rules refused: a forged or expired
+// code, a reader of another branch, no membership, a closed branch. Those
+// are what someone trying to get in without the right would produce, so
+// security wants them on the trail even though nothing changed. Faults
+// of the server are not refusals and are not recorded. The refusal
+// stands whether or not it could be recorded: a failure to record is
+// logged.
+func (s *gymSessionService) auditRefusal(ctx context.Context, p auth.Principal, in checkinAttempt, err error) {
+	appErr, ok := apperr.As(err)
+	if !ok {
+		return
+	}
+	switch appErr.Code {
+	case apperr.CodeInvalidArgument, apperr.CodeFailedPrecondition, apperr.CodePermissionDenied, apperr.CodeNotFound:
+	default:
+		return
+	}
+	ev := s.event(ctx, p, actionGymSessionRefused, in.member, map[string]string{
+		"branch_id": in.branch.String(),
+		"method":    in.method,
+		"code":      toConnectError(appErr).Code().String(),
+		"reason":    appErr.Message,
+	})
+	ev.Result = audit.ResultDenied
+	if in.device.Valid {
+		ev.Details["device_id"] = in.device.UUID.String()
+	}
+	if rerr := db.WithTx(context.WithoutCancel(ctx), s.pool, func(tx pgx.Tx) error {
+		return s.id.Audit.Record(ctx, tx, ev)
+	}); rerr != nil {
+		s.logger.ErrorContext(ctx, "could not audit a refused check-in", "request_id", requestid.From(ctx), "error", rerr)
+	}
 }
 
 // event is an audit row of this service about the member targetUserID.

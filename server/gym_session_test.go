@@ -527,6 +527,20 @@ func TestStartSession(t *testing.T) {
 		if n := f.count(t, `SELECT count(*) FROM gym_sessions`); n != 1 {
 			t.Fatalf("%d sessions, want only the one with the current code", n)
 		}
+		// Every refusal is on the audit trail, with why; the success is not
+		// among them.
+		refused := f.sessionAudit(t, actionGymSessionRefused)
+		if len(refused) != 5 {
+			t.Fatalf("%d refused check-ins audited, want 5: %q", len(refused), refused)
+		}
+		for i, want := range []string{"is not a valid check-in code", "is not a valid check-in code", "is not an NXG check-in code", "code is for another branch", "code expired"} {
+			if !strings.Contains(refused[i], want) || !strings.Contains(refused[i], f.member.ID.String()) || !strings.Contains(refused[i], `"method":"qr"`) {
+				t.Errorf("refusal %d audited as %q, want the member, the method and %q", i, refused[i], want)
+			}
+		}
+		if n := f.count(t, `SELECT count(*) FROM audit_events WHERE action = 'gym_session.checkin_refused' AND result <> 'denied'`); n != 0 {
+			t.Fatalf("%d refusals audited with a result other than denied", n)
+		}
 	})
 
 	t.Run("NeedsAValidMembership", func(t *testing.T) {
