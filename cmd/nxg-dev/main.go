@@ -254,6 +254,9 @@ NXG dev server is up.
   S3                             %[10]s  (bucket %[11]s)
   FCM                            %[12]s
   Sentry                         %[13]s
+  Workout planner                %[17]s
+  Meal detector                  %[18]s
+  Meal planner                   %[19]s
 
 Accounts:%[14]s
 
@@ -266,7 +269,8 @@ Try it:
 `, api, ops, cfg.OpsUser, cfg.OpsPassword.Reveal(), redact(cfg.DatabaseURL.Reveal()),
 		redisKind, pad(len(redisKind)), redact(cfg.RedisURL.Reveal()), redact(cfg.MongoURL.Reveal()),
 		orDefault(cfg.S3.Endpoint, "AWS"), cfg.S3.Bucket, orDefault(cfg.Firebase.Endpoint, "Google FCM"),
-		sentryLine(cfg, stack), accountLines(), demodata.Accounts[0].Email, demodata.Accounts[0].Password)
+		sentryLine(cfg, stack), accountLines(), demodata.Accounts[0].Email, demodata.Accounts[0].Password,
+		cfg.AI.WorkoutPlanner.URL, cfg.AI.MealDetector.URL, cfg.AI.MealPlanner.URL)
 }
 
 // accountLines lists the demo sign-ins, one a line.
