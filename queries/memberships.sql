@@ -49,9 +49,11 @@ SELECT EXISTS (
       AND (branch_id IS NULL OR branch_id = @branch_id::uuid)
 ) AS active;
 
--- MembershipsAll lists a user's memberships for their data export, oldest first.
+-- MembershipsAll lists a user's memberships for their data export, oldest first
+-- (by when they were granted, then by when they start: two granted together
+-- are listed in the order they take effect).
 -- name: MembershipsAll :many
-SELECT * FROM memberships WHERE user_id = @user_id ORDER BY created_at, id;
+SELECT * FROM memberships WHERE user_id = @user_id ORDER BY created_at, valid_from, id;
 
 -- StaffBranchHas reports whether a staff account works at the branch.
 -- name: StaffBranchHas :one

@@ -192,10 +192,12 @@ func (q *Queries) MembershipList(ctx context.Context, db DBTX, arg MembershipLis
 }
 
 const membershipsAll = `-- name: MembershipsAll :many
-SELECT id, user_id, branch_id, valid_from, valid_until, ended_at, created_by, created_at FROM memberships WHERE user_id = $1 ORDER BY created_at, id
+SELECT id, user_id, branch_id, valid_from, valid_until, ended_at, created_by, created_at FROM memberships WHERE user_id = $1 ORDER BY created_at, valid_from, id
 `
 
-// MembershipsAll lists a user's memberships for their data export, oldest first.
+// MembershipsAll lists a user's memberships for their data export, oldest first
+// (by when they were granted, then by when they start: two granted together
+// are listed in the order they take effect).
 func (q *Queries) MembershipsAll(ctx context.Context, db DBTX, userID uuid.UUID) ([]Membership, error) {
 	rows, err := db.Query(ctx, membershipsAll, userID)
 	if err != nil {
