@@ -231,6 +231,8 @@ type (
 		GymSessions     []exportGymSession  `json:"gym_sessions"`
 		MachineLinks    []exportMachineLink `json:"machine_links"`
 		MachineSets     []exportMachineSet  `json:"machine_sets"`
+		Workouts        exportWorkouts      `json:"workouts"`
+		Nutrition       exportNutrition     `json:"nutrition"`
 	}
 	// exportAccount is the users row without the password hash and the
 	// wrapped data key: secrets, not data about the person.
@@ -504,7 +506,13 @@ func (w *DataExportWorker) readDatabase(ctx context.Context, tx pgx.Tx, dk *fiel
 		}
 		a.DataExports = append(a.DataExports, r)
 	}
-	return readGymFloor(ctx, tx, userID, a)
+	if err := readGymFloor(ctx, tx, userID, a); err != nil {
+		return err
+	}
+	if err := readWorkouts(ctx, tx, userID, a); err != nil {
+		return err
+	}
+	return readNutrition(ctx, tx, dk, userID, a)
 }
 
 // readGymFloor adds the user's visits to branches, the machines they held

@@ -133,6 +133,19 @@ func Workers(deps Deps) (*river.Workers, error) {
 	if err := river.AddWorkerSafely(workers, &IdleUnlinkWorker{Pool: deps.Pool, Settings: deps.Floor}); err != nil {
 		return nil, err
 	}
+	if err := river.AddWorkerSafely(workers, &WorkoutPlanWorker{
+		Pool: deps.Pool, Mongo: deps.Mongo, Planner: deps.AI.WorkoutPlanner, MasterKeys: deps.MasterKeys,
+	}); err != nil {
+		return nil, err
+	}
+	if err := river.AddWorkerSafely(workers, &MealAnalysisWorker{
+		Pool: deps.Pool, Storage: deps.Storage, Detector: deps.AI.MealDetector, MasterKeys: deps.MasterKeys,
+	}); err != nil {
+		return nil, err
+	}
+	if err := river.AddWorkerSafely(workers, &MealPlanWorker{Pool: deps.Pool, Mongo: deps.Mongo, Planner: deps.AI.MealPlanner}); err != nil {
+		return nil, err
+	}
 	return workers, nil
 }
 

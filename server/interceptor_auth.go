@@ -26,6 +26,9 @@ var deviceProcedures = map[string]bool{
 	nxgv1connect.GymSessionServiceGetCheckinCodeProcedure:  true,
 	nxgv1connect.GymSessionServiceStartSessionProcedure:    true,
 	nxgv1connect.AuthServiceCreateWebSocketTicketProcedure: true,
+	// A machine's console follows the workout of the member linked to it
+	// (workoutService.WatchWorkout checks the link; never a device's own).
+	nxgv1connect.WorkoutServiceWatchWorkoutProcedure: true,
 }
 
 // deviceMayCall reports whether a device token may call procedure; the

@@ -1,10 +1,12 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -16,6 +18,7 @@ import (
 	"github.com/nxg-fitness/nxg/internal/apperr"
 	"github.com/nxg-fitness/nxg/internal/auth"
 	"github.com/nxg-fitness/nxg/internal/floor"
+	"github.com/nxg-fitness/nxg/internal/realtime"
 )
 
 // machineConsole serves the machine consoles' side of MachineService,
@@ -31,6 +34,7 @@ type machineConsole struct {
 	guard   *streamGuard
 	feed    *machineFeed
 	reports *floor.Reporter
+	hub     *realtime.Hub
 	log     *slog.Logger
 	queries *dbsqlc.Queries
 }
@@ -41,6 +45,7 @@ func newMachineConsole(pool *pgxpool.Pool, id Identity, fl Floor, guard *streamG
 		guard:   guard,
 		feed:    feed,
 		reports: floor.NewReporter(pool, floor.ReporterOptions{Logger: logger}),
+		hub:     fl.Hub,
 		log:     logger.With("component", "machine_console"),
 		queries: dbsqlc.New(),
 	}
@@ -86,11 +91,26 @@ func (c *machineConsole) attach(ctx context.Context, p auth.Principal, send func
 	sub := c.feed.subscribe(dev.BranchID)
 	defer sub.Close()
 	machineID := dev.MachineID.String()
+	// The linked member's workout changes move their next planned set:
+	// the filter, on the hub's goroutine, keeps the events naming the
+	// member linked at the last push.
+	var linked atomic.Pointer[[]byte]
+	workouts := c.hub.Subscribe(floor.ChannelWorkouts, func(ev realtime.Event) bool {
+		n := linked.Load()
+		return ev.Resync || (n != nil && bytes.Contains(ev.Payload, *n))
+	})
+	defer workouts.Close()
 
 	var seq uint64
 	var version int64
 	push := func() error {
-		st, err := c.state(ctx, dev.MachineID)
+		st, member, err := c.state(ctx, dev.MachineID)
+		if member == uuid.Nil {
+			linked.Store(nil)
+		} else {
+			needle := []byte(member.String())
+			linked.Store(&needle)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return streamEnd(ctx)
@@ -115,6 +135,13 @@ func (c *machineConsole) attach(ctx context.Context, p auth.Principal, send func
 		select {
 		case <-ctx.Done():
 			return streamEnd(ctx)
+		case _, ok := <-workouts.Events():
+			if !ok {
+				return subscriptionEnd(ctx, workouts.Err(), "attach again for the current state")
+			}
+			if err := push(); err != nil {
+				return err
+			}
 		case evs, ok := <-sub.Events():
 			if !ok {
 				return subscriptionEnd(ctx, sub.Err(), "attach again for the current state")
@@ -134,27 +161,41 @@ func (c *machineConsole) attach(ctx context.Context, p auth.Principal, send func
 	}
 }
 
-// state reads what a console shows now.
-func (c *machineConsole) state(ctx context.Context, machine uuid.UUID) (*nxgv1.AttachResponse, error) {
+// state reads what a console shows now, and the id of the member linked
+// (uuid.Nil for none).
+func (c *machineConsole) state(ctx context.Context, machine uuid.UUID) (*nxgv1.AttachResponse, uuid.UUID, error) {
 	row, err := c.queries.ConsoleState(ctx, c.pool, machine)
 	if db.IsNotFound(err) {
-		return nil, apperr.FailedPrecondition("this console's machine no longer exists")
+		return nil, uuid.Nil, apperr.FailedPrecondition("this console's machine no longer exists")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read console state: %w", err)
+		return nil, uuid.Nil, fmt.Errorf("read console state: %w", err)
 	}
+	var member uuid.UUID
 	out := &nxgv1.AttachResponse{Machine: machineProto(row.Machine)}
 	if row.LinkID.Valid {
-		// The display name only: a console in the middle of the floor
-		// shows nothing else of who is using it. next_set stays unset
-		// until workout plans arrive (issue 5).
+		// The display name and the next set of the member's plan on this
+		// machine only: a console in the middle of the floor shows nothing
+		// else of who is using it. The state is pushed again when the
+		// member's workout changes (a set logged from the app or a
+		// machine), so the next set follows.
 		out.Member = &nxgv1.LinkedMember{
 			DisplayName: row.MemberDisplayName.String,
 			LinkId:      row.LinkID.UUID.String(),
 			LinkedAt:    timestamppb.New(row.LinkLinkedAt.Time),
 		}
+		linked, err := c.queries.WorkoutMachineMember(ctx, c.pool, machine)
+		switch {
+		case err == nil:
+			member = linked.UserID
+			if out.Member.NextSet, err = nextPlannedSet(ctx, c.pool, c.queries, linked.UserID, linked.MachineType); err != nil {
+				return nil, uuid.Nil, err
+			}
+		case !db.IsNotFound(err): // unlinked meanwhile: no next set
+			return nil, uuid.Nil, fmt.Errorf("read linked member: %w", err)
+		}
 	}
-	return out, nil
+	return out, member, nil
 }
 
 // report records one report of p's machine console. req has been

@@ -162,6 +162,7 @@ func NewHandler(opts Options) (http.Handler, error) {
 		forgetSessionsIn(opts.Identity.Authenticator)
 	gymSessions := NewGymSessionService(opts.Pool, opts.Identity, opts.Floor, guard, opts.Logger)
 	machines := NewMachineService(opts.Pool, opts.Identity, opts.Floor, guard, opts.Logger)
+	workouts := NewWorkoutService(opts.Pool, opts.Identity, opts.Floor, guard, opts.Mongo, opts.Logger)
 
 	mux := http.NewServeMux()
 	services := []struct {
@@ -193,8 +194,14 @@ func NewHandler(opts Options) (http.Handler, error) {
 			path, h := nxgv1connect.NewMachineServiceHandler(machines, slices.Concat(handlerOpts, machines.handlerOptions())...)
 			return path, withStreamBatching(h)
 		}},
+		{nxgv1connect.WorkoutServiceName, func() (string, http.Handler) {
+			return nxgv1connect.NewWorkoutServiceHandler(workouts, handlerOpts...)
+		}},
 		{nxgv1connect.DeviceServiceName, func() (string, http.Handler) {
 			return nxgv1connect.NewDeviceServiceHandler(NewDeviceService(opts.Pool, opts.Identity, opts.Floor, opts.Logger), handlerOpts...)
+		}},
+		{nxgv1connect.NutritionServiceName, func() (string, http.Handler) {
+			return nxgv1connect.NewNutritionServiceHandler(NewNutritionService(opts.Pool, opts.Identity, opts.Mongo, opts.Logger), handlerOpts...)
 		}},
 	}
 	names := make([]string, 0, len(services))

@@ -86,6 +86,15 @@ type Device struct {
 	RevokedBy   uuid.NullUUID
 }
 
+type Exercise struct {
+	ID           string
+	Name         string
+	MuscleGroups []string
+	Equipment    string
+	MachineTypes []string
+	Cardio       bool
+}
+
 type GymSession struct {
 	ID        uuid.UUID
 	UserID    uuid.UUID
@@ -142,6 +151,72 @@ type MachineSet struct {
 	RecordedAt      time.Time
 }
 
+type MacroTarget struct {
+	UserID      uuid.UUID
+	Kcal        float64
+	ProteinG    float64
+	CarbsG      float64
+	FatG        float64
+	FromProfile bool
+	UpdatedAt   time.Time
+}
+
+type Meal struct {
+	ID           uuid.UUID
+	UserID       uuid.UUID
+	ClientMealID string
+	EatenAt      time.Time
+	MealType     string
+	ItemsEnc     []byte
+	AnalysisID   uuid.NullUUID
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+type MealAnalysis struct {
+	ID            uuid.UUID
+	UserID        uuid.UUID
+	UploadID      uuid.UUID
+	Status        string
+	FailureReason string
+	ItemsEnc      []byte
+	RequestedAt   time.Time
+	ReadyAt       pgtype.Timestamptz
+	UpdatedAt     time.Time
+}
+
+type MealPhotoUpload struct {
+	ID          uuid.UUID
+	UserID      uuid.UUID
+	ObjectKey   string
+	ContentType string
+	SizeBytes   int64
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+}
+
+type MealPlanRequest struct {
+	ID              uuid.UUID
+	UserID          uuid.UUID
+	ClientRequestID string
+	Days            int32
+	KcalTarget      float64
+	ProteinG        float64
+	CarbsG          float64
+	FatG            float64
+	Diet            string
+	Exclusions      []string
+	CacheKey        string
+	Status          string
+	FailureReason   string
+	Stale           bool
+	FromCache       bool
+	Plan            []byte
+	RequestedAt     time.Time
+	ReadyAt         pgtype.Timestamptz
+	UpdatedAt       time.Time
+}
+
 type Membership struct {
 	ID         uuid.UUID
 	UserID     uuid.UUID
@@ -191,4 +266,52 @@ type User struct {
 	CreatedAt         time.Time
 	UpdatedAt         time.Time
 	DeletedAt         pgtype.Timestamptz
+}
+
+type Workout struct {
+	ID          uuid.UUID
+	UserID      uuid.UUID
+	PlanID      uuid.NullUUID
+	DayIndex    int32
+	StartedAt   time.Time
+	CompletedAt pgtype.Timestamptz
+}
+
+type WorkoutPlan struct {
+	ID              uuid.UUID
+	UserID          uuid.UUID
+	ClientRequestID pgtype.Text
+	Goal            string
+	DaysPerWeek     int32
+	SessionMinutes  int32
+	Equipment       []string
+	Notes           string
+	Status          string
+	FailureReason   string
+	Stale           bool
+	FromCache       bool
+	Name            string
+	Days            []byte
+	CacheKey        string
+	Active          bool
+	RequestedAt     time.Time
+	ReadyAt         pgtype.Timestamptz
+}
+
+type WorkoutSet struct {
+	ID              uuid.UUID
+	WorkoutID       uuid.UUID
+	UserID          uuid.UUID
+	ExerciseID      string
+	Reps            int32
+	WeightKg        float64
+	DurationSeconds int32
+	DistanceM       float64
+	Rpe             float64
+	Calories        float64
+	ClientSetID     string
+	Source          string
+	MachineID       uuid.NullUUID
+	MachineSetID    uuid.NullUUID
+	LoggedAt        time.Time
 }

@@ -44,9 +44,21 @@ var UserTables = []Table{
 	// The gym floor: sets reference links, links reference sessions.
 	// gym_sessions.ended_by and devices.created_by/revoked_by are ON DELETE
 	// SET NULL: what staff did stays with the member or branch it concerns.
+	// Training: sets reference workouts and machine sets, workouts
+	// reference plans.
+	{"workout_sets", "user_id"},
+	{"workouts", "user_id"},
+	{"workout_plans", "user_id"},
 	{"machine_sets", "user_id"},
 	{"machine_links", "user_id"},
 	{"gym_sessions", "user_id"},
+	// Nutrition: meals reference analyses, analyses reference uploads.
+	// The photos themselves are under users/{user_id}/ (S3Prefix).
+	{"meals", "user_id"},
+	{"meal_analyses", "user_id"},
+	{"meal_photo_uploads", "user_id"},
+	{"macro_targets", "user_id"},
+	{"meal_plan_requests", "user_id"},
 }
 
 // UserRedisKeys are the Redis keys naming a user besides their sessions,

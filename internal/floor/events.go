@@ -29,10 +29,13 @@ const (
 	// ChannelRevocations carries Revocation: sessions or devices whose
 	// streams must end now.
 	ChannelRevocations = "nxg_revocations"
+	// ChannelWorkouts carries WorkoutEvent: a workout started, a set
+	// logged in it (from the app or a machine), its completion.
+	ChannelWorkouts = "nxg_workouts"
 )
 
 // Channels lists every channel of the gym floor, for realtime.Options.
-var Channels = []string{ChannelMachines, ChannelMembers, ChannelRevocations}
+var Channels = []string{ChannelMachines, ChannelMembers, ChannelRevocations, ChannelWorkouts}
 
 // MachineVersion names one machine at one version.
 type MachineVersion struct {
@@ -63,6 +66,30 @@ type MemberEvent struct {
 	User uuid.UUID `json:"u"`
 	Kind string    `json:"k"`
 	ID   uuid.UUID `json:"id"`
+}
+
+// Kinds of WorkoutEvent.
+const (
+	WorkoutStarted   = "started"
+	WorkoutSetLogged = "set_logged"
+	WorkoutCompleted = "completed"
+)
+
+// WorkoutEvent says that one member's workout changed. ID is the set's id
+// for set_logged and the workout's otherwise.
+type WorkoutEvent struct {
+	User    uuid.UUID `json:"u"`
+	Workout uuid.UUID `json:"w"`
+	Kind    string    `json:"k"`
+	ID      uuid.UUID `json:"id"`
+}
+
+// NotifyWorkout sends one WorkoutEvent.
+func NotifyWorkout(ctx context.Context, tx pgx.Tx, ev WorkoutEvent) error {
+	if err := realtime.Notify(ctx, tx, ChannelWorkouts, ev); err != nil {
+		return fmt.Errorf("floor: notify workout: %w", err)
+	}
+	return nil
 }
 
 // Revocation says that a subject's sessions ended: every stream held by

@@ -451,6 +451,15 @@ func (r *Reporter) writeBatch(ctx context.Context, items []*pendingReport) ([]re
 				return err
 			}
 		}
+		// The new sets land in their members' open workouts in the same
+		// transaction, so the workout and the machine's record never differ.
+		landing := make([]uuid.UUID, 0, len(newSets))
+		for _, ev := range newSets {
+			landing = append(landing, ev.ID)
+		}
+		if err := LandMachineSets(ctx, tx, landing); err != nil {
+			return err
+		}
 		return notifyMembers(ctx, tx, newSets)
 	})
 	if err != nil {

@@ -440,10 +440,12 @@ type CreateMealPhotoUploadResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// upload_id is what AnalyzeMealPhoto takes.
 	UploadId string `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
-	// upload_url is a presigned S3 URL: PUT the photo there with exactly the declared Content-Type and Content-Length.
+	// upload_url is a presigned S3 URL: PUT the photo there with exactly the declared Content-Length and the upload_headers.
 	UploadUrl string `protobuf:"bytes,2,opt,name=upload_url,json=uploadUrl,proto3" json:"upload_url,omitempty"`
 	// expires_at is when upload_url stops working.
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// upload_headers are the headers the PUT must carry, as the URL's signature covers them (Content-Type, server-side encryption).
+	UploadHeaders map[string]string `protobuf:"bytes,4,rep,name=upload_headers,json=uploadHeaders,proto3" json:"upload_headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -495,6 +497,13 @@ func (x *CreateMealPhotoUploadResponse) GetUploadUrl() string {
 func (x *CreateMealPhotoUploadResponse) GetExpiresAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *CreateMealPhotoUploadResponse) GetUploadHeaders() map[string]string {
+	if x != nil {
+		return x.UploadHeaders
 	}
 	return nil
 }
@@ -2339,13 +2348,17 @@ const file_nxg_v1_nutrition_proto_rawDesc = "" +
 	"image/jpegR\timage/pngR\n" +
 	"image/heicR\vcontentType\x12+\n" +
 	"\n" +
-	"size_bytes\x18\x02 \x01(\x03B\f\xbaH\t\"\a\x18\x80\x80\x80\x05 \x00R\tsizeBytes\"\x96\x01\n" +
+	"size_bytes\x18\x02 \x01(\x03B\f\xbaH\t\"\a\x18\x80\x80\x80\x05 \x00R\tsizeBytes\"\xb9\x02\n" +
 	"\x1dCreateMealPhotoUploadResponse\x12\x1b\n" +
 	"\tupload_id\x18\x01 \x01(\tR\buploadId\x12\x1d\n" +
 	"\n" +
 	"upload_url\x18\x02 \x01(\tR\tuploadUrl\x129\n" +
 	"\n" +
-	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"@\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12_\n" +
+	"\x0eupload_headers\x18\x04 \x03(\v28.nxg.v1.CreateMealPhotoUploadResponse.UploadHeadersEntryR\ruploadHeaders\x1a@\n" +
+	"\x12UploadHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"@\n" +
 	"\x17AnalyzeMealPhotoRequest\x12%\n" +
 	"\tupload_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\buploadId\"m\n" +
 	"\x18AnalyzeMealPhotoResponse\x12\x1f\n" +
@@ -2534,7 +2547,7 @@ func file_nxg_v1_nutrition_proto_rawDescGZIP() []byte {
 }
 
 var file_nxg_v1_nutrition_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_nxg_v1_nutrition_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_nxg_v1_nutrition_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_nxg_v1_nutrition_proto_goTypes = []any{
 	(AIStatus)(0),                         // 0: nxg.v1.AIStatus
 	(MealType)(0),                         // 1: nxg.v1.MealType
@@ -2570,83 +2583,85 @@ var file_nxg_v1_nutrition_proto_goTypes = []any{
 	(*RequestMealPlanResponse)(nil),       // 31: nxg.v1.RequestMealPlanResponse
 	(*GetMealPlanRequest)(nil),            // 32: nxg.v1.GetMealPlanRequest
 	(*GetMealPlanResponse)(nil),           // 33: nxg.v1.GetMealPlanResponse
-	(*timestamppb.Timestamp)(nil),         // 34: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),         // 35: google.protobuf.FieldMask
+	nil,                                   // 34: nxg.v1.CreateMealPhotoUploadResponse.UploadHeadersEntry
+	(*timestamppb.Timestamp)(nil),         // 35: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),         // 36: google.protobuf.FieldMask
 }
 var file_nxg_v1_nutrition_proto_depIdxs = []int32{
-	34, // 0: nxg.v1.CreateMealPhotoUploadResponse.expires_at:type_name -> google.protobuf.Timestamp
-	9,  // 1: nxg.v1.AnalyzeMealPhotoResponse.analysis:type_name -> nxg.v1.MealAnalysis
-	0,  // 2: nxg.v1.MealAnalysis.status:type_name -> nxg.v1.AIStatus
-	3,  // 3: nxg.v1.MealAnalysis.items:type_name -> nxg.v1.FoodItem
-	4,  // 4: nxg.v1.MealAnalysis.totals:type_name -> nxg.v1.Macros
-	34, // 5: nxg.v1.MealAnalysis.requested_at:type_name -> google.protobuf.Timestamp
-	34, // 6: nxg.v1.MealAnalysis.ready_at:type_name -> google.protobuf.Timestamp
-	9,  // 7: nxg.v1.GetMealAnalysisResponse.analysis:type_name -> nxg.v1.MealAnalysis
-	34, // 8: nxg.v1.Meal.eaten_at:type_name -> google.protobuf.Timestamp
-	1,  // 9: nxg.v1.Meal.meal_type:type_name -> nxg.v1.MealType
-	3,  // 10: nxg.v1.Meal.items:type_name -> nxg.v1.FoodItem
-	4,  // 11: nxg.v1.Meal.totals:type_name -> nxg.v1.Macros
-	34, // 12: nxg.v1.Meal.created_at:type_name -> google.protobuf.Timestamp
-	34, // 13: nxg.v1.Meal.updated_at:type_name -> google.protobuf.Timestamp
-	34, // 14: nxg.v1.LogMealRequest.eaten_at:type_name -> google.protobuf.Timestamp
-	1,  // 15: nxg.v1.LogMealRequest.meal_type:type_name -> nxg.v1.MealType
-	3,  // 16: nxg.v1.LogMealRequest.items:type_name -> nxg.v1.FoodItem
-	12, // 17: nxg.v1.LogMealResponse.meal:type_name -> nxg.v1.Meal
-	34, // 18: nxg.v1.UpdateMealRequest.eaten_at:type_name -> google.protobuf.Timestamp
-	1,  // 19: nxg.v1.UpdateMealRequest.meal_type:type_name -> nxg.v1.MealType
-	3,  // 20: nxg.v1.UpdateMealRequest.items:type_name -> nxg.v1.FoodItem
-	35, // 21: nxg.v1.UpdateMealRequest.update_mask:type_name -> google.protobuf.FieldMask
-	12, // 22: nxg.v1.UpdateMealResponse.meal:type_name -> nxg.v1.Meal
-	34, // 23: nxg.v1.ListMealsRequest.start_time:type_name -> google.protobuf.Timestamp
-	34, // 24: nxg.v1.ListMealsRequest.end_time:type_name -> google.protobuf.Timestamp
-	12, // 25: nxg.v1.ListMealsResponse.meals:type_name -> nxg.v1.Meal
-	34, // 26: nxg.v1.MacroTargets.updated_at:type_name -> google.protobuf.Timestamp
-	23, // 27: nxg.v1.SetMacroTargetsRequest.given:type_name -> nxg.v1.GivenMacroTargets
-	21, // 28: nxg.v1.SetMacroTargetsResponse.targets:type_name -> nxg.v1.MacroTargets
-	4,  // 29: nxg.v1.GetDailyNutritionResponse.totals:type_name -> nxg.v1.Macros
-	21, // 30: nxg.v1.GetDailyNutritionResponse.targets:type_name -> nxg.v1.MacroTargets
-	4,  // 31: nxg.v1.GetDailyNutritionResponse.remaining:type_name -> nxg.v1.Macros
-	12, // 32: nxg.v1.GetDailyNutritionResponse.meals:type_name -> nxg.v1.Meal
-	2,  // 33: nxg.v1.RequestMealPlanRequest.diet:type_name -> nxg.v1.Diet
-	1,  // 34: nxg.v1.PlannedMeal.meal_type:type_name -> nxg.v1.MealType
-	3,  // 35: nxg.v1.PlannedMeal.items:type_name -> nxg.v1.FoodItem
-	4,  // 36: nxg.v1.PlannedMeal.totals:type_name -> nxg.v1.Macros
-	28, // 37: nxg.v1.MealPlanDay.meals:type_name -> nxg.v1.PlannedMeal
-	4,  // 38: nxg.v1.MealPlanDay.totals:type_name -> nxg.v1.Macros
-	0,  // 39: nxg.v1.MealPlan.status:type_name -> nxg.v1.AIStatus
-	2,  // 40: nxg.v1.MealPlan.diet:type_name -> nxg.v1.Diet
-	29, // 41: nxg.v1.MealPlan.days:type_name -> nxg.v1.MealPlanDay
-	34, // 42: nxg.v1.MealPlan.requested_at:type_name -> google.protobuf.Timestamp
-	34, // 43: nxg.v1.MealPlan.ready_at:type_name -> google.protobuf.Timestamp
-	30, // 44: nxg.v1.RequestMealPlanResponse.plan:type_name -> nxg.v1.MealPlan
-	30, // 45: nxg.v1.GetMealPlanResponse.plan:type_name -> nxg.v1.MealPlan
-	5,  // 46: nxg.v1.NutritionService.CreateMealPhotoUpload:input_type -> nxg.v1.CreateMealPhotoUploadRequest
-	7,  // 47: nxg.v1.NutritionService.AnalyzeMealPhoto:input_type -> nxg.v1.AnalyzeMealPhotoRequest
-	10, // 48: nxg.v1.NutritionService.GetMealAnalysis:input_type -> nxg.v1.GetMealAnalysisRequest
-	13, // 49: nxg.v1.NutritionService.LogMeal:input_type -> nxg.v1.LogMealRequest
-	15, // 50: nxg.v1.NutritionService.UpdateMeal:input_type -> nxg.v1.UpdateMealRequest
-	17, // 51: nxg.v1.NutritionService.DeleteMeal:input_type -> nxg.v1.DeleteMealRequest
-	19, // 52: nxg.v1.NutritionService.ListMeals:input_type -> nxg.v1.ListMealsRequest
-	22, // 53: nxg.v1.NutritionService.SetMacroTargets:input_type -> nxg.v1.SetMacroTargetsRequest
-	25, // 54: nxg.v1.NutritionService.GetDailyNutrition:input_type -> nxg.v1.GetDailyNutritionRequest
-	27, // 55: nxg.v1.NutritionService.RequestMealPlan:input_type -> nxg.v1.RequestMealPlanRequest
-	32, // 56: nxg.v1.NutritionService.GetMealPlan:input_type -> nxg.v1.GetMealPlanRequest
-	6,  // 57: nxg.v1.NutritionService.CreateMealPhotoUpload:output_type -> nxg.v1.CreateMealPhotoUploadResponse
-	8,  // 58: nxg.v1.NutritionService.AnalyzeMealPhoto:output_type -> nxg.v1.AnalyzeMealPhotoResponse
-	11, // 59: nxg.v1.NutritionService.GetMealAnalysis:output_type -> nxg.v1.GetMealAnalysisResponse
-	14, // 60: nxg.v1.NutritionService.LogMeal:output_type -> nxg.v1.LogMealResponse
-	16, // 61: nxg.v1.NutritionService.UpdateMeal:output_type -> nxg.v1.UpdateMealResponse
-	18, // 62: nxg.v1.NutritionService.DeleteMeal:output_type -> nxg.v1.DeleteMealResponse
-	20, // 63: nxg.v1.NutritionService.ListMeals:output_type -> nxg.v1.ListMealsResponse
-	24, // 64: nxg.v1.NutritionService.SetMacroTargets:output_type -> nxg.v1.SetMacroTargetsResponse
-	26, // 65: nxg.v1.NutritionService.GetDailyNutrition:output_type -> nxg.v1.GetDailyNutritionResponse
-	31, // 66: nxg.v1.NutritionService.RequestMealPlan:output_type -> nxg.v1.RequestMealPlanResponse
-	33, // 67: nxg.v1.NutritionService.GetMealPlan:output_type -> nxg.v1.GetMealPlanResponse
-	57, // [57:68] is the sub-list for method output_type
-	46, // [46:57] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	35, // 0: nxg.v1.CreateMealPhotoUploadResponse.expires_at:type_name -> google.protobuf.Timestamp
+	34, // 1: nxg.v1.CreateMealPhotoUploadResponse.upload_headers:type_name -> nxg.v1.CreateMealPhotoUploadResponse.UploadHeadersEntry
+	9,  // 2: nxg.v1.AnalyzeMealPhotoResponse.analysis:type_name -> nxg.v1.MealAnalysis
+	0,  // 3: nxg.v1.MealAnalysis.status:type_name -> nxg.v1.AIStatus
+	3,  // 4: nxg.v1.MealAnalysis.items:type_name -> nxg.v1.FoodItem
+	4,  // 5: nxg.v1.MealAnalysis.totals:type_name -> nxg.v1.Macros
+	35, // 6: nxg.v1.MealAnalysis.requested_at:type_name -> google.protobuf.Timestamp
+	35, // 7: nxg.v1.MealAnalysis.ready_at:type_name -> google.protobuf.Timestamp
+	9,  // 8: nxg.v1.GetMealAnalysisResponse.analysis:type_name -> nxg.v1.MealAnalysis
+	35, // 9: nxg.v1.Meal.eaten_at:type_name -> google.protobuf.Timestamp
+	1,  // 10: nxg.v1.Meal.meal_type:type_name -> nxg.v1.MealType
+	3,  // 11: nxg.v1.Meal.items:type_name -> nxg.v1.FoodItem
+	4,  // 12: nxg.v1.Meal.totals:type_name -> nxg.v1.Macros
+	35, // 13: nxg.v1.Meal.created_at:type_name -> google.protobuf.Timestamp
+	35, // 14: nxg.v1.Meal.updated_at:type_name -> google.protobuf.Timestamp
+	35, // 15: nxg.v1.LogMealRequest.eaten_at:type_name -> google.protobuf.Timestamp
+	1,  // 16: nxg.v1.LogMealRequest.meal_type:type_name -> nxg.v1.MealType
+	3,  // 17: nxg.v1.LogMealRequest.items:type_name -> nxg.v1.FoodItem
+	12, // 18: nxg.v1.LogMealResponse.meal:type_name -> nxg.v1.Meal
+	35, // 19: nxg.v1.UpdateMealRequest.eaten_at:type_name -> google.protobuf.Timestamp
+	1,  // 20: nxg.v1.UpdateMealRequest.meal_type:type_name -> nxg.v1.MealType
+	3,  // 21: nxg.v1.UpdateMealRequest.items:type_name -> nxg.v1.FoodItem
+	36, // 22: nxg.v1.UpdateMealRequest.update_mask:type_name -> google.protobuf.FieldMask
+	12, // 23: nxg.v1.UpdateMealResponse.meal:type_name -> nxg.v1.Meal
+	35, // 24: nxg.v1.ListMealsRequest.start_time:type_name -> google.protobuf.Timestamp
+	35, // 25: nxg.v1.ListMealsRequest.end_time:type_name -> google.protobuf.Timestamp
+	12, // 26: nxg.v1.ListMealsResponse.meals:type_name -> nxg.v1.Meal
+	35, // 27: nxg.v1.MacroTargets.updated_at:type_name -> google.protobuf.Timestamp
+	23, // 28: nxg.v1.SetMacroTargetsRequest.given:type_name -> nxg.v1.GivenMacroTargets
+	21, // 29: nxg.v1.SetMacroTargetsResponse.targets:type_name -> nxg.v1.MacroTargets
+	4,  // 30: nxg.v1.GetDailyNutritionResponse.totals:type_name -> nxg.v1.Macros
+	21, // 31: nxg.v1.GetDailyNutritionResponse.targets:type_name -> nxg.v1.MacroTargets
+	4,  // 32: nxg.v1.GetDailyNutritionResponse.remaining:type_name -> nxg.v1.Macros
+	12, // 33: nxg.v1.GetDailyNutritionResponse.meals:type_name -> nxg.v1.Meal
+	2,  // 34: nxg.v1.RequestMealPlanRequest.diet:type_name -> nxg.v1.Diet
+	1,  // 35: nxg.v1.PlannedMeal.meal_type:type_name -> nxg.v1.MealType
+	3,  // 36: nxg.v1.PlannedMeal.items:type_name -> nxg.v1.FoodItem
+	4,  // 37: nxg.v1.PlannedMeal.totals:type_name -> nxg.v1.Macros
+	28, // 38: nxg.v1.MealPlanDay.meals:type_name -> nxg.v1.PlannedMeal
+	4,  // 39: nxg.v1.MealPlanDay.totals:type_name -> nxg.v1.Macros
+	0,  // 40: nxg.v1.MealPlan.status:type_name -> nxg.v1.AIStatus
+	2,  // 41: nxg.v1.MealPlan.diet:type_name -> nxg.v1.Diet
+	29, // 42: nxg.v1.MealPlan.days:type_name -> nxg.v1.MealPlanDay
+	35, // 43: nxg.v1.MealPlan.requested_at:type_name -> google.protobuf.Timestamp
+	35, // 44: nxg.v1.MealPlan.ready_at:type_name -> google.protobuf.Timestamp
+	30, // 45: nxg.v1.RequestMealPlanResponse.plan:type_name -> nxg.v1.MealPlan
+	30, // 46: nxg.v1.GetMealPlanResponse.plan:type_name -> nxg.v1.MealPlan
+	5,  // 47: nxg.v1.NutritionService.CreateMealPhotoUpload:input_type -> nxg.v1.CreateMealPhotoUploadRequest
+	7,  // 48: nxg.v1.NutritionService.AnalyzeMealPhoto:input_type -> nxg.v1.AnalyzeMealPhotoRequest
+	10, // 49: nxg.v1.NutritionService.GetMealAnalysis:input_type -> nxg.v1.GetMealAnalysisRequest
+	13, // 50: nxg.v1.NutritionService.LogMeal:input_type -> nxg.v1.LogMealRequest
+	15, // 51: nxg.v1.NutritionService.UpdateMeal:input_type -> nxg.v1.UpdateMealRequest
+	17, // 52: nxg.v1.NutritionService.DeleteMeal:input_type -> nxg.v1.DeleteMealRequest
+	19, // 53: nxg.v1.NutritionService.ListMeals:input_type -> nxg.v1.ListMealsRequest
+	22, // 54: nxg.v1.NutritionService.SetMacroTargets:input_type -> nxg.v1.SetMacroTargetsRequest
+	25, // 55: nxg.v1.NutritionService.GetDailyNutrition:input_type -> nxg.v1.GetDailyNutritionRequest
+	27, // 56: nxg.v1.NutritionService.RequestMealPlan:input_type -> nxg.v1.RequestMealPlanRequest
+	32, // 57: nxg.v1.NutritionService.GetMealPlan:input_type -> nxg.v1.GetMealPlanRequest
+	6,  // 58: nxg.v1.NutritionService.CreateMealPhotoUpload:output_type -> nxg.v1.CreateMealPhotoUploadResponse
+	8,  // 59: nxg.v1.NutritionService.AnalyzeMealPhoto:output_type -> nxg.v1.AnalyzeMealPhotoResponse
+	11, // 60: nxg.v1.NutritionService.GetMealAnalysis:output_type -> nxg.v1.GetMealAnalysisResponse
+	14, // 61: nxg.v1.NutritionService.LogMeal:output_type -> nxg.v1.LogMealResponse
+	16, // 62: nxg.v1.NutritionService.UpdateMeal:output_type -> nxg.v1.UpdateMealResponse
+	18, // 63: nxg.v1.NutritionService.DeleteMeal:output_type -> nxg.v1.DeleteMealResponse
+	20, // 64: nxg.v1.NutritionService.ListMeals:output_type -> nxg.v1.ListMealsResponse
+	24, // 65: nxg.v1.NutritionService.SetMacroTargets:output_type -> nxg.v1.SetMacroTargetsResponse
+	26, // 66: nxg.v1.NutritionService.GetDailyNutrition:output_type -> nxg.v1.GetDailyNutritionResponse
+	31, // 67: nxg.v1.NutritionService.RequestMealPlan:output_type -> nxg.v1.RequestMealPlanResponse
+	33, // 68: nxg.v1.NutritionService.GetMealPlan:output_type -> nxg.v1.GetMealPlanResponse
+	58, // [58:69] is the sub-list for method output_type
+	47, // [47:58] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_nxg_v1_nutrition_proto_init() }
@@ -2664,7 +2679,7 @@ func file_nxg_v1_nutrition_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_nxg_v1_nutrition_proto_rawDesc), len(file_nxg_v1_nutrition_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
