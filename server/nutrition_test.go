@@ -547,3 +547,69 @@ func TestComputeMacroTargets(t *testing.T) {
 		})
 	}
 }
+
+func TestNutritionReadsAndOwnership(t *testing.T) {
+	ctx := context.Background()
+	b := setupNutrition(t)
+	_, tok := b.newMember(t)
+	c := b.nutritionClient(tok)
+	_, otherTok := b.newMember(t)
+	other := b.nutritionClient(otherTok)
+
+	// Unknown and malformed ids: not_found and invalid_argument naming the field.
+	_, err := c.GetMealAnalysis(ctx, connect.NewRequest(&nxgv1.GetMealAnalysisRequest{AnalysisId: "01900000-0000-7000-8000-000000000000"}))
+	nutritionCode(t, err, connect.CodeNotFound, "meal analysis")
+	_, err = c.GetMealAnalysis(ctx, connect.NewRequest(&nxgv1.GetMealAnalysisRequest{AnalysisId: "nope"}))
+	nutritionCode(t, err, connect.CodeInvalidArgument, "analysis_id")
+	_, err = c.GetMealPlan(ctx, connect.NewRequest(&nxgv1.GetMealPlanRequest{MealPlanRequestId: "01900000-0000-7000-8000-000000000000"}))
+	nutritionCode(t, err, connect.CodeNotFound, "meal plan request")
+	_, err = c.DeleteMeal(ctx, connect.NewRequest(&nxgv1.DeleteMealRequest{MealId: "nope"}))
+	nutritionCode(t, err, connect.CodeInvalidArgument, "meal_id")
+
+	// A meal plan is its member's alone.
+	plan, err := c.RequestMealPlan(ctx, connect.NewRequest(&nxgv1.RequestMealPlanRequest{Days: 1, KcalTarget: 2000}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = other.GetMealPlan(ctx, connect.NewRequest(&nxgv1.GetMealPlanRequest{MealPlanRequestId: plan.Msg.GetMealPlanRequestId()}))
+	nutritionCode(t, err, connect.CodeNotFound, plan.Msg.GetMealPlanRequestId())
+	if got, err := c.GetMealPlan(ctx, connect.NewRequest(&nxgv1.GetMealPlanRequest{MealPlanRequestId: plan.Msg.GetMealPlanRequestId()})); err != nil ||
+		got.Msg.GetPlan().GetId() != plan.Msg.GetMealPlanRequestId() || got.Msg.GetPlan().GetKcalTarget() != 2000 {
+		t.Fatalf("GetMealPlan = %v, %v", got, err)
+	}
+
+	// Deleting: another member's delete leaves the meal alone; the owner's
+	// removes it, and deleting again is not an error.
+	meal, err := c.LogMeal(ctx, connect.NewRequest(&nxgv1.LogMealRequest{
+		EatenAt: timestamppb.New(time.Now().Add(-time.Hour)), MealType: nxgv1.MealType_MEAL_TYPE_SNACK,
+		Items: []*nxgv1.FoodItem{item("apple", 95, 0.5, 25, 0.3)},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := meal.Msg.GetMeal().GetId()
+	count := func() int {
+		res, err := c.ListMeals(ctx, connect.NewRequest(&nxgv1.ListMealsRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(res.Msg.GetMeals())
+	}
+	if _, err := other.DeleteMeal(ctx, connect.NewRequest(&nxgv1.DeleteMealRequest{MealId: id})); err != nil {
+		t.Fatalf("another member's delete: %v", err)
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("after another member's delete, %d meals; want the meal kept", n)
+	}
+	for range 2 {
+		if _, err := c.DeleteMeal(ctx, connect.NewRequest(&nxgv1.DeleteMealRequest{MealId: id})); err != nil {
+			t.Fatalf("DeleteMeal: %v", err)
+		}
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("after deleting, %d meals; want none", n)
+	}
+	_, err = c.UpdateMeal(ctx, connect.NewRequest(&nxgv1.UpdateMealRequest{MealId: id, MealType: nxgv1.MealType_MEAL_TYPE_LUNCH,
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"meal_type"}}}))
+	nutritionCode(t, err, connect.CodeNotFound, id)
+}

@@ -217,7 +217,7 @@ func NewHandler(opts Options) (http.Handler, error) {
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.Handle("GET /readyz", opts.Readiness)
 	mux.Handle("GET /.well-known/jwks.json", jwksHandler(opts.Identity.JWKS))
-	mux.Handle("GET /ws", newWebSocketHandler(opts, gymSessions, machines, guard))
+	mux.Handle("GET /ws", newWebSocketHandler(opts, gymSessions, machines, workouts, guard))
 
 	return withRequestID(opts.ClientInfo.Middleware(withCORS(opts.CORSOrigins, mux))), nil
 }

@@ -15,6 +15,11 @@
 //     MachineService.WatchMachines streams it (a snapshot, then changes).
 //     {"subscribe":"session"}: every frame is the protojson of an
 //     nxg.v1.WatchSessionResponse, as GymSessionService.WatchSession.
+//     {"subscribe":"workout","workout_id":"<uuid>"}: every frame is the
+//     protojson of an nxg.v1.WatchWorkoutResponse, as
+//     WorkoutService.WatchWorkout (the member, or the console of the
+//     machine they are linked to); the socket closes with 1000 after the
+//     workout's completion.
 //     {"report_activity":<protojson ReportActivityRequest>}: machine
 //     consoles only; each report is answered with
 //     {"report_activity_response":<protojson ReportActivityResponse>} or
@@ -103,6 +108,7 @@ type webSocketHandler struct {
 	opts     Options
 	sessions *gymSessionService
 	machines *machineService
+	workouts *workoutService
 	guard    *streamGuard
 	limits   *rateLimitInterceptor
 	accept   *websocket.AcceptOptions
@@ -117,11 +123,12 @@ type webSocketHandler struct {
 
 // newWebSocketHandler serves GET /ws (see the protocol at the top of this
 // file).
-func newWebSocketHandler(opts Options, sessions *gymSessionService, machines *machineService, guard *streamGuard) http.Handler {
+func newWebSocketHandler(opts Options, sessions *gymSessionService, machines *machineService, workouts *workoutService, guard *streamGuard) http.Handler {
 	return &webSocketHandler{
 		opts:     opts,
 		sessions: sessions,
 		machines: machines,
+		workouts: workouts,
 		guard:    guard,
 		limits:   newRateLimitInterceptor(opts.Identity.Limiter, opts.RateLimits, opts.Logger),
 		accept: &websocket.AcceptOptions{
@@ -417,6 +424,13 @@ func (s *wsSocket) serve() error {
 		}
 		s.goroutines.Go(s.refuseFurtherMessages)
 		return s.streamSession()
+	case wsSubscribeWorkout:
+		owner, err := s.h.workouts.watcherOwner(s.ctx, s.principal, msg.workoutID)
+		if err != nil {
+			return err
+		}
+		s.goroutines.Go(s.refuseFurtherMessages)
+		return s.streamWorkout(owner, msg.workoutID)
 	default:
 		return s.reportLoop(msg)
 	}
@@ -528,6 +542,17 @@ func (s *wsSocket) streamSession() error {
 	}))
 }
 
+// streamWorkout relays WatchWorkout.
+func (s *wsSocket) streamWorkout(owner, workoutID uuid.UUID) error {
+	return fellBehind(s.h.workouts.watch(s.ctx, owner, workoutID, func(msg *nxgv1.WatchWorkoutResponse) error {
+		frame, err := protojson.Marshal(msg)
+		if err != nil {
+			return err
+		}
+		return s.write(frame)
+	}))
+}
+
 // fellBehind gives a stream that was cut off for falling behind its own
 // close status. The streams report it as resource_exhausted, which on a
 // socket would read as "too many streams" (4429), the admission error;
@@ -619,6 +644,7 @@ type wsMode int
 const (
 	wsSubscribeMachines wsMode = iota + 1
 	wsSubscribeSession
+	wsSubscribeWorkout
 	wsReportActivity
 )
 
@@ -627,6 +653,8 @@ type wsClientMessage struct {
 	kind wsMode
 	// branchID is the branch of a machines subscription.
 	branchID uuid.UUID
+	// workoutID is the workout of a workout subscription.
+	workoutID uuid.UUID
 	// reportJSON is the protojson ReportActivityRequest of a report; it is
 	// parsed by parseReportActivity so that a bad report is answered
 	// rather than ending the socket.
@@ -653,7 +681,7 @@ func decodeWebSocketMessage(data []byte) (wsClientMessage, error) {
 		}
 		name, _ := tok.(string) // inside an object, the decoder only yields string keys here
 		switch name {
-		case "subscribe", "branch_id", "report_activity":
+		case "subscribe", "branch_id", "workout_id", "report_activity":
 		default:
 			return wsClientMessage{}, apperr.InvalidArgument("message", "unknown field %q", name)
 		}
@@ -676,17 +704,21 @@ func decodeWebSocketMessage(data []byte) (wsClientMessage, error) {
 	report, isReport := fields["report_activity"]
 	subscribe, isSubscribe := fields["subscribe"]
 	branch, hasBranch := fields["branch_id"]
+	workout, hasWorkout := fields["workout_id"]
 	switch {
-	case isReport && (isSubscribe || hasBranch):
+	case isReport && (isSubscribe || hasBranch || hasWorkout):
 		return wsClientMessage{}, apperr.InvalidArgument("message", "holds both report_activity and a subscription; send exactly one")
 	case isReport:
 		return wsClientMessage{kind: wsReportActivity, reportJSON: report}, nil
 	case !isSubscribe:
-		return wsClientMessage{}, apperr.InvalidArgument("subscribe", `missing: send {"subscribe":"machines","branch_id":...}, {"subscribe":"session"} or {"report_activity":...}`)
+		return wsClientMessage{}, apperr.InvalidArgument("subscribe", `missing: send {"subscribe":"machines","branch_id":...}, {"subscribe":"session"}, {"subscribe":"workout","workout_id":...} or {"report_activity":...}`)
 	}
 	var mode string
 	if err := json.Unmarshal(subscribe, &mode); err != nil {
-		return wsClientMessage{}, apperr.InvalidArgument("subscribe", `must be "machines" or "session"`)
+		return wsClientMessage{}, apperr.InvalidArgument("subscribe", `must be "machines", "session" or "workout"`)
+	}
+	if hasWorkout && mode != "workout" {
+		return wsClientMessage{}, apperr.InvalidArgument("workout_id", "only a workout subscription takes a workout")
 	}
 	switch mode {
 	case "session":
@@ -694,6 +726,22 @@ func decodeWebSocketMessage(data []byte) (wsClientMessage, error) {
 			return wsClientMessage{}, apperr.InvalidArgument("branch_id", "only a machines subscription takes a branch")
 		}
 		return wsClientMessage{kind: wsSubscribeSession}, nil
+	case "workout":
+		var id string
+		if hasBranch {
+			return wsClientMessage{}, apperr.InvalidArgument("branch_id", "only a machines subscription takes a branch")
+		}
+		if !hasWorkout {
+			return wsClientMessage{}, apperr.InvalidArgument("workout_id", "missing: a workout subscription names its workout")
+		}
+		if err := json.Unmarshal(workout, &id); err != nil {
+			return wsClientMessage{}, apperr.InvalidArgument("workout_id", "must be a string")
+		}
+		// The same rule as WatchWorkoutRequest, checked the same way.
+		if err := validateMessage(&nxgv1.WatchWorkoutRequest{WorkoutId: id}, ""); err != nil {
+			return wsClientMessage{}, err
+		}
+		return wsClientMessage{kind: wsSubscribeWorkout, workoutID: uuid.MustParse(id)}, nil
 	case "machines":
 		var id string
 		if !hasBranch {
@@ -708,7 +756,7 @@ func decodeWebSocketMessage(data []byte) (wsClientMessage, error) {
 		}
 		return wsClientMessage{kind: wsSubscribeMachines, branchID: uuid.MustParse(id)}, nil
 	default:
-		return wsClientMessage{}, apperr.InvalidArgument("subscribe", `must be "machines" or "session"`)
+		return wsClientMessage{}, apperr.InvalidArgument("subscribe", `must be "machines", "session" or "workout"`)
 	}
 }
 

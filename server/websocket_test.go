@@ -46,12 +46,13 @@ func TestDecodeWebSocketMessage(t *testing.T) {
 			{` { "branch_id" : "` + strings.ToUpper(branch.String()) + `", "subscribe":"machines" } `, wsClientMessage{kind: wsSubscribeMachines, branchID: branch}},
 			{`{"subscribe":"session"}`, wsClientMessage{kind: wsSubscribeSession}},
 			{`{"report_activity":{"heartbeat":{}}}`, wsClientMessage{kind: wsReportActivity, reportJSON: []byte(`{"heartbeat":{}}`)}},
+			{`{"workout_id":"` + branch.String() + `","subscribe":"workout"}`, wsClientMessage{kind: wsSubscribeWorkout, workoutID: branch}},
 		} {
 			got, err := decodeWebSocketMessage([]byte(tc.in))
 			if err != nil {
 				t.Fatalf("%s: %v", tc.in, err)
 			}
-			if got.kind != tc.want.kind || got.branchID != tc.want.branchID || string(got.reportJSON) != string(tc.want.reportJSON) {
+			if got.kind != tc.want.kind || got.branchID != tc.want.branchID || got.workoutID != tc.want.workoutID || string(got.reportJSON) != string(tc.want.reportJSON) {
 				t.Fatalf("%s: got %+v, want %+v", tc.in, got, tc.want)
 			}
 		}
@@ -74,8 +75,14 @@ func TestDecodeWebSocketMessage(t *testing.T) {
 			{`{"subscribe":"session","subscribe":"machines"}`, "subscribe", "more than once"},
 			{`{}`, "subscribe", "missing"},
 			{`{"branch_id":"` + branch.String() + `"}`, "subscribe", "missing"},
-			{`{"subscribe":"workouts"}`, "subscribe", `"machines" or "session"`},
-			{`{"subscribe":1}`, "subscribe", `"machines" or "session"`},
+			{`{"subscribe":"workouts"}`, "subscribe", `"machines", "session" or "workout"`},
+			{`{"subscribe":1}`, "subscribe", `"machines", "session" or "workout"`},
+			{`{"subscribe":"workout"}`, "workout_id", "missing"},
+			{`{"subscribe":"workout","workout_id":7}`, "workout_id", "must be a string"},
+			{`{"subscribe":"workout","workout_id":"w-1"}`, "workout_id", "UUID"},
+			{`{"subscribe":"workout","workout_id":"` + branch.String() + `","branch_id":"` + branch.String() + `"}`, "branch_id", "only a machines subscription"},
+			{`{"subscribe":"session","workout_id":"` + branch.String() + `"}`, "workout_id", "only a workout subscription"},
+			{`{"report_activity":{"heartbeat":{}},"workout_id":"` + branch.String() + `"}`, "message", "exactly one"},
 			{`{"subscribe":"machines"}`, "branch_id", "missing"},
 			{`{"subscribe":"machines","branch_id":42}`, "branch_id", "must be a string"},
 			{`{"subscribe":"machines","branch_id":"gym-1"}`, "branch_id", "UUID"},
@@ -850,7 +857,8 @@ func wsTestHandler(t *testing.T, b *apiTestBundle, adjust func(*webSocketHandler
 	guard := newStreamGuard(opts.Floor.Hub, opts.Floor.Settings, opts.Floor.Draining, opts.Logger).checkSessions(opts.Identity.Sessions)
 	sessions := NewGymSessionService(opts.Pool, opts.Identity, opts.Floor, guard, opts.Logger)
 	machines := NewMachineService(opts.Pool, opts.Identity, opts.Floor, guard, opts.Logger)
-	h, ok := newWebSocketHandler(opts, sessions, machines, guard).(*webSocketHandler)
+	workouts := NewWorkoutService(opts.Pool, opts.Identity, opts.Floor, guard, nil, opts.Logger)
+	h, ok := newWebSocketHandler(opts, sessions, machines, workouts, guard).(*webSocketHandler)
 	if !ok {
 		t.Fatal("newWebSocketHandler returned another type")
 	}

@@ -735,20 +735,9 @@ func (s *workoutService) WatchWorkout(ctx context.Context, req *connect.Request[
 	if err != nil {
 		return apperr.InvalidArgument("workout_id", "must be a UUID")
 	}
-	owner := p.UserID
-	switch {
-	case p.IsMember():
-	case p.IsDevice() && p.Device.Kind == auth.DeviceMachine && p.Device.MachineID != uuid.Nil:
-		linked, err := s.queries.WorkoutMachineMember(ctx, s.pool, p.Device.MachineID)
-		if db.IsNotFound(err) {
-			return apperr.NotFound("workout", workoutID.String())
-		}
-		if err != nil {
-			return fmt.Errorf("read machine's member: %w", err)
-		}
-		owner = linked.UserID
-	default:
-		return apperr.PermissionDenied("only the workout's member and the console of the machine they are linked to may watch it")
+	owner, err := s.watcherOwner(ctx, p, workoutID)
+	if err != nil {
+		return err
 	}
 	ctx, release, err := s.guard.admit(ctx, p)
 	if err != nil {
@@ -756,6 +745,27 @@ func (s *workoutService) WatchWorkout(ctx context.Context, req *connect.Request[
 	}
 	defer release()
 	return s.watch(ctx, owner, workoutID, stream.Send)
+}
+
+// watcherOwner is whose workout p may watch: the member's own, or, for a
+// machine's console, the member linked to that machine now. It is the rule
+// of WatchWorkout over Connect and over the WebSocket.
+func (s *workoutService) watcherOwner(ctx context.Context, p auth.Principal, workoutID uuid.UUID) (uuid.UUID, error) {
+	switch {
+	case p.IsMember():
+		return p.UserID, nil
+	case p.IsDevice() && p.Device.Kind == auth.DeviceMachine && p.Device.MachineID != uuid.Nil:
+		linked, err := s.queries.WorkoutMachineMember(ctx, s.pool, p.Device.MachineID)
+		if db.IsNotFound(err) {
+			return uuid.Nil, apperr.NotFound("workout", workoutID.String())
+		}
+		if err != nil {
+			return uuid.Nil, fmt.Errorf("read machine's member: %w", err)
+		}
+		return linked.UserID, nil
+	default:
+		return uuid.Nil, apperr.PermissionDenied("only the workout's member and the console of the machine they are linked to may watch it")
+	}
 }
 
 // watch streams the workout to send until it completes or ctx ends,

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
@@ -596,4 +598,110 @@ func TestWorkoutMachineSets(t *testing.T) {
 		t.Fatal("an unlinked console watched the workout")
 	}
 	requireAuthCode(t, stream.stream.Err(), connect.CodeNotFound, "workout")
+}
+
+func TestWorkoutReadsAndAccess(t *testing.T) {
+	t.Parallel()
+	f := setupWorkoutFloor(t)
+	ctx := context.Background()
+	m := f.member
+
+	start, err := f.client.StartWorkout(ctx, authBearer(&nxgv1.StartWorkoutRequest{}, m.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := start.Msg.GetWorkout()
+	for i, reps := range []int32{10, 8} {
+		if _, err := f.client.LogSet(ctx, authBearer(&nxgv1.LogSetRequest{
+			WorkoutId: w.GetId(), ExerciseId: "barbell-bench-press", Reps: reps, WeightKg: 50, ClientSetId: fmt.Sprintf("r%d", i),
+		}, m.Token)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// GetWorkout returns the open workout with its sets, in the order logged.
+	got, err := f.client.GetWorkout(ctx, authBearer(&nxgv1.GetWorkoutRequest{WorkoutId: w.GetId()}, m.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := got.Msg.GetWorkout()
+	if gw.GetStatus() != nxgv1.WorkoutStatus_WORKOUT_STATUS_OPEN || len(gw.GetSets()) != 2 || gw.GetSets()[0].GetReps() != 10 ||
+		gw.GetSets()[1].GetReps() != 8 || gw.GetSetCount() != 2 || gw.GetVolumeKg() != 18*50 {
+		t.Fatalf("GetWorkout = %v", gw)
+	}
+
+	// Another member's workout does not exist for them; a malformed id
+	// names the field.
+	_, err = f.client.GetWorkout(ctx, authBearer(&nxgv1.GetWorkoutRequest{WorkoutId: w.GetId()}, f.other.Token))
+	requireAuthCode(t, err, connect.CodeNotFound, "workout")
+	_, err = f.client.CompleteWorkout(ctx, authBearer(&nxgv1.CompleteWorkoutRequest{WorkoutId: w.GetId()}, f.other.Token))
+	requireAuthCode(t, err, connect.CodeNotFound, "workout")
+	_, err = f.client.GetWorkout(ctx, authBearer(&nxgv1.GetWorkoutRequest{WorkoutId: "not-a-uuid"}, m.Token))
+	requireAuthCode(t, err, connect.CodeInvalidArgument, "workout_id")
+
+	// Completing twice returns the completed workout unchanged.
+	first, err := f.client.CompleteWorkout(ctx, authBearer(&nxgv1.CompleteWorkoutRequest{WorkoutId: w.GetId()}, m.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := f.client.CompleteWorkout(ctx, authBearer(&nxgv1.CompleteWorkoutRequest{WorkoutId: w.GetId()}, m.Token))
+	if err != nil || !again.Msg.GetWorkout().GetCompletedAt().AsTime().Equal(first.Msg.GetWorkout().GetCompletedAt().AsTime()) ||
+		len(again.Msg.GetWorkout().GetSets()) != 2 {
+		t.Fatalf("completing again = %v, %v; want the first completion unchanged", again, err)
+	}
+
+	// Workouts are members': staff and devices are refused.
+	_, err = f.client.StartWorkout(ctx, authBearer(&nxgv1.StartWorkoutRequest{}, f.staffA.Token))
+	requireAuthCode(t, err, connect.CodePermissionDenied, "only members")
+	_, err = f.client.ListWorkouts(ctx, authBearer(&nxgv1.ListWorkoutsRequest{}, f.pressToken))
+	requireAuthCode(t, err, connect.CodePermissionDenied, "")
+	_, err = f.client.ListWorkoutPlans(ctx, authBearer(&nxgv1.ListWorkoutPlansRequest{}, f.staffA.Token))
+	requireAuthCode(t, err, connect.CodePermissionDenied, "only members")
+}
+
+func TestWatchWorkoutOverWebSocket(t *testing.T) {
+	t.Parallel()
+	f := setupWorkoutFloor(t)
+	ctx := context.Background()
+	m := f.member
+	start, err := f.client.StartWorkout(ctx, authBearer(&nxgv1.StartWorkoutRequest{}, m.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := start.Msg.GetWorkout()
+
+	// Another member may not follow it: the socket closes with 4404.
+	stranger := wsDial(t, f.b, f.other.Token)
+	wsSend(t, stranger, `{"subscribe":"workout","workout_id":"`+w.GetId()+`"}`)
+	if _, _, err := stranger.Read(ctx); websocket.CloseStatus(err) != wsStatusNotFound {
+		t.Fatalf("another member's socket ended with %v, want close 4404", err)
+	}
+
+	c := wsDial(t, f.b, m.Token)
+	wsSend(t, c, `{"subscribe":"workout","workout_id":"`+w.GetId()+`"}`)
+	var msg nxgv1.WatchWorkoutResponse
+	wsReadProto(t, c, &msg)
+	if msg.GetSequence() != 1 || msg.GetSnapshot().GetId() != w.GetId() {
+		t.Fatalf("first frame = %v, want the workout's snapshot", &msg)
+	}
+	if _, err := f.client.LogSet(ctx, authBearer(&nxgv1.LogSetRequest{
+		WorkoutId: w.GetId(), ExerciseId: "barbell-bench-press", Reps: 5, WeightKg: 80, ClientSetId: "ws-1",
+	}, m.Token)); err != nil {
+		t.Fatal(err)
+	}
+	wsReadProto(t, c, &msg)
+	if msg.GetSequence() != 2 || msg.GetSetLogged().GetReps() != 5 || msg.GetSetLogged().GetClientSetId() != "ws-1" {
+		t.Fatalf("second frame = %v, want the set just logged", &msg)
+	}
+	if _, err := f.client.CompleteWorkout(ctx, authBearer(&nxgv1.CompleteWorkoutRequest{WorkoutId: w.GetId()}, m.Token)); err != nil {
+		t.Fatal(err)
+	}
+	wsReadProto(t, c, &msg)
+	if msg.GetSequence() != 3 || msg.GetCompleted().GetStatus() != nxgv1.WorkoutStatus_WORKOUT_STATUS_COMPLETED {
+		t.Fatalf("third frame = %v, want the completed workout", &msg)
+	}
+	// The stream ends with the workout: a normal close.
+	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+		t.Fatalf("after completion the socket ended with %v, want close 1000", err)
+	}
 }
