@@ -178,6 +178,12 @@ func (g *streamGuard) admit(ctx context.Context, p auth.Principal) (context.Cont
 	if sessions != nil {
 		alive, err := sessions.Alive(ctx, p.SessionID)
 		if err != nil {
+			// A drain (or the client leaving) during the check ends the
+			// stream for that reason, not for the check it interrupted.
+			if ended := streamEnd(ctx); ended != nil {
+				release()
+				return nil, nil, ended
+			}
 			release()
 			return nil, nil, apperr.Unavailable(time.Second, err, "sign-in service is unavailable; retry shortly")
 		}
