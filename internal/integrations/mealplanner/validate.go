@@ -1,51 +1,31 @@
 package mealplanner
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/nxg-fitness/nxg/internal/integrations"
 )
 
-// ErrInvalidRequest is wrapped by every error MealPlanRequest.Validate
-// returns.
-var ErrInvalidRequest = errors.New("mealplanner: invalid request")
+// ErrInvalidRequest and ErrInvalidResponse are wrapped by every refusal
+// of a request (Validate) and of an answer (the response checks): the same
+// errors as every typed client's, see integrations.FieldError.
+var (
+	ErrInvalidRequest  = integrations.ErrInvalidRequest
+	ErrInvalidResponse = integrations.ErrInvalidResponse
+)
 
-// ErrInvalidResponse is wrapped by every error ValidateMealPlan returns: the
-// planner answered 200 with a plan that is absurd, inconsistent or breaks the
-// diet, so it must be rejected and recorded, never shown.
-var ErrInvalidResponse = errors.New("mealplanner: invalid response")
-
-// FieldError names the field that broke a rule and the value it had, so a
-// caller can record why a request or meal plan was refused (errors.As).
-type FieldError struct {
-	Field string // JSON path, for example "days[3].meals[1].items[0].kcal"
-	Value any
-	Rule  string // what the contract wants
-	kind  error  // ErrInvalidRequest or ErrInvalidResponse
-}
-
-func (e *FieldError) Error() string { return fmt.Sprintf("%v: %s", e.kind, e.Detail()) }
-
-// Detail is the message without the package prefix, as a service writes it
-// into its error body.
-func (e *FieldError) Detail() string {
-	v := fmt.Sprint(e.Value)
-	if s, ok := e.Value.(string); ok {
-		v = fmt.Sprintf("%q", s)
-	}
-	return fmt.Sprintf("%s = %s: want %s", e.Field, v, e.Rule)
-}
-
-func (e *FieldError) Unwrap() error { return e.kind }
+// FieldError names the field that broke a rule and the value it had.
+type FieldError = integrations.FieldError
 
 func badRequest(field string, value any, rule string) error {
-	return &FieldError{Field: field, Value: value, Rule: rule, kind: ErrInvalidRequest}
+	return integrations.BadRequest(Name, field, value, rule)
 }
 
 func badResponse(field string, value any, rule string) error {
-	return &FieldError{Field: field, Value: value, Rule: rule, kind: ErrInvalidResponse}
+	return integrations.BadResponse(Name, field, value, rule)
 }
 
 // Ranges of the contract, shared by the client's validation and the

@@ -1,52 +1,32 @@
 package workoutplanner
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/nxg-fitness/nxg/internal/integrations"
 )
 
-// ErrInvalidRequest is wrapped by every error PlanRequest.Validate returns:
-// the request breaks the contract and would be refused with 400.
-var ErrInvalidRequest = errors.New("workoutplanner: invalid request")
+// ErrInvalidRequest and ErrInvalidResponse are wrapped by every refusal
+// of a request (Validate) and of an answer (the response checks): the same
+// errors as every typed client's, see integrations.FieldError.
+var (
+	ErrInvalidRequest  = integrations.ErrInvalidRequest
+	ErrInvalidResponse = integrations.ErrInvalidResponse
+)
 
-// ErrInvalidResponse is wrapped by every error ValidatePlan returns: the
-// planner answered 200 with a plan that is absurd or inconsistent with the
-// request, so it must be rejected and recorded, never shown.
-var ErrInvalidResponse = errors.New("workoutplanner: invalid response")
-
-// FieldError names the field that broke a rule and the value it had, so a
-// caller can record why a request or plan was refused (errors.As).
-type FieldError struct {
-	Field string // JSON path, for example "days[1].exercises[0].sets[2].weight_kg"
-	Value any
-	Rule  string // what the contract wants, for example "0..500"
-	kind  error  // ErrInvalidRequest or ErrInvalidResponse
-}
-
-func (e *FieldError) Error() string { return fmt.Sprintf("%v: %s", e.kind, e.Detail()) }
-
-// Detail is the message without the package prefix, as a service writes it
-// into its error body.
-func (e *FieldError) Detail() string {
-	v := fmt.Sprint(e.Value)
-	if s, ok := e.Value.(string); ok {
-		v = fmt.Sprintf("%q", s)
-	}
-	return fmt.Sprintf("%s = %s: want %s", e.Field, v, e.Rule)
-}
-
-func (e *FieldError) Unwrap() error { return e.kind }
+// FieldError names the field that broke a rule and the value it had.
+type FieldError = integrations.FieldError
 
 func badRequest(field string, value any, rule string) error {
-	return &FieldError{Field: field, Value: value, Rule: rule, kind: ErrInvalidRequest}
+	return integrations.BadRequest(Name, field, value, rule)
 }
 
 func badResponse(field string, value any, rule string) error {
-	return &FieldError{Field: field, Value: value, Rule: rule, kind: ErrInvalidResponse}
+	return integrations.BadResponse(Name, field, value, rule)
 }
 
 // Ranges of the contract, shared by the client's validation and the
