@@ -186,6 +186,9 @@ ON CONFLICT (user_id) WHERE completed_at IS NULL DO NOTHING;
 -- WorkoutLandMachineSets copies machine sets into their members' open
 -- workouts, each on the first exercise (by id) its machine's type performs.
 -- A set whose machine type performs no exercise of the catalogue is left out.
+-- The workouts are share-locked, as LogSet does: a workout being completed
+-- at the same moment is re-checked once that commits, and a set never lands
+-- in a completed workout (it stays in the member's machine sets).
 -- name: WorkoutLandMachineSets :many
 INSERT INTO workout_sets (workout_id, user_id, exercise_id, reps, weight_kg, duration_seconds,
                           distance_m, calories, client_set_id, source, machine_id, machine_set_id)
@@ -199,6 +202,7 @@ CROSS JOIN LATERAL (
 ) ex
 WHERE ms.id = ANY(@machine_set_ids::uuid[])
 ORDER BY ms.recorded_at, ms.id
+FOR SHARE OF w
 ON CONFLICT DO NOTHING
 RETURNING *;
 

@@ -303,6 +303,7 @@ CROSS JOIN LATERAL (
 ) ex
 WHERE ms.id = ANY($1::uuid[])
 ORDER BY ms.recorded_at, ms.id
+FOR SHARE OF w
 ON CONFLICT DO NOTHING
 RETURNING id, workout_id, user_id, exercise_id, reps, weight_kg, duration_seconds, distance_m, rpe, calories, client_set_id, source, machine_id, machine_set_id, logged_at
 `
@@ -310,6 +311,9 @@ RETURNING id, workout_id, user_id, exercise_id, reps, weight_kg, duration_second
 // WorkoutLandMachineSets copies machine sets into their members' open
 // workouts, each on the first exercise (by id) its machine's type performs.
 // A set whose machine type performs no exercise of the catalogue is left out.
+// The workouts are share-locked, as LogSet does: a workout being completed
+// at the same moment is re-checked once that commits, and a set never lands
+// in a completed workout (it stays in the member's machine sets).
 func (q *Queries) WorkoutLandMachineSets(ctx context.Context, db DBTX, machineSetIds []uuid.UUID) ([]WorkoutSet, error) {
 	rows, err := db.Query(ctx, workoutLandMachineSets, machineSetIds)
 	if err != nil {
