@@ -430,7 +430,7 @@ func (s *wsSocket) serve() error {
 			return err
 		}
 		s.goroutines.Go(s.refuseFurtherMessages)
-		return s.streamWorkout(owner, msg.workoutID)
+		return s.streamWorkout(owner, msg.workoutID, consoleMachine(s.principal))
 	default:
 		return s.reportLoop(msg)
 	}
@@ -543,8 +543,8 @@ func (s *wsSocket) streamSession() error {
 }
 
 // streamWorkout relays WatchWorkout.
-func (s *wsSocket) streamWorkout(owner, workoutID uuid.UUID) error {
-	return fellBehind(s.h.workouts.watch(s.ctx, owner, workoutID, func(msg *nxgv1.WatchWorkoutResponse) error {
+func (s *wsSocket) streamWorkout(owner, workoutID, machine uuid.UUID) error {
+	return fellBehind(s.h.workouts.watch(s.ctx, owner, workoutID, machine, func(msg *nxgv1.WatchWorkoutResponse) error {
 		frame, err := protojson.Marshal(msg)
 		if err != nil {
 			return err

@@ -744,7 +744,16 @@ func (s *workoutService) WatchWorkout(ctx context.Context, req *connect.Request[
 		return err
 	}
 	defer release()
-	return s.watch(ctx, owner, workoutID, stream.Send)
+	return s.watch(ctx, owner, workoutID, consoleMachine(p), stream.Send)
+}
+
+// consoleMachine is the machine whose console p is, or uuid.Nil for a
+// person: a console may follow a workout only while its member stays linked.
+func consoleMachine(p auth.Principal) uuid.UUID {
+	if p.IsDevice() {
+		return p.Device.MachineID
+	}
+	return uuid.Nil
 }
 
 // watcherOwner is whose workout p may watch: the member's own, or, for a
@@ -769,14 +778,39 @@ func (s *workoutService) watcherOwner(ctx context.Context, p auth.Principal, wor
 }
 
 // watch streams the workout to send until it completes or ctx ends,
-// numbering the messages from 1 without gaps.
-func (s *workoutService) watch(ctx context.Context, owner, workoutID uuid.UUID, send func(*nxgv1.WatchWorkoutResponse) error) error {
+// numbering the messages from 1 without gaps. For a machine's console
+// (machine not uuid.Nil) it also ends, with permission_denied, once the
+// member is no longer linked to that machine: the console followed the
+// workout only on the member's behalf.
+func (s *workoutService) watch(ctx context.Context, owner, workoutID, machine uuid.UUID, send func(*nxgv1.WatchWorkoutResponse) error) error {
 	// The payload names the workout: a cheap cut on the hub's goroutine.
 	needle := []byte(workoutID.String())
 	sub := s.floor.Hub.Subscribe(floor.ChannelWorkouts, func(ev realtime.Event) bool {
 		return bytes.Contains(ev.Payload, needle)
 	})
 	defer sub.Close()
+	// A console hears of its member's unlinks and session ends; nil (a
+	// channel never ready) for a person.
+	var memberEvents <-chan realtime.Event
+	var members *realtime.Subscription
+	if machine != uuid.Nil {
+		ownerNeedle := []byte(owner.String())
+		members = s.floor.Hub.Subscribe(floor.ChannelMembers, func(ev realtime.Event) bool {
+			return ev.Resync || bytes.Contains(ev.Payload, ownerNeedle)
+		})
+		defer members.Close()
+		memberEvents = members.Events()
+	}
+	stillLinked := func() error {
+		linked, err := s.queries.WorkoutMachineMember(ctx, s.pool, machine)
+		if db.IsNotFound(err) || (err == nil && linked.UserID != owner) {
+			return apperr.PermissionDenied("the member is no longer linked to this machine; its console may not follow their workout")
+		}
+		if err != nil && ctx.Err() != nil {
+			return streamEnd(ctx)
+		}
+		return err
+	}
 
 	var seq uint64
 	emit := func(msg *nxgv1.WatchWorkoutResponse) error {
@@ -820,6 +854,13 @@ func (s *workoutService) watch(ctx context.Context, owner, workoutID uuid.UUID, 
 		select {
 		case <-ctx.Done():
 			return streamEnd(ctx)
+		case _, ok := <-memberEvents:
+			if !ok {
+				return subscriptionEnd(ctx, members.Err(), "watch again")
+			}
+			if err := stillLinked(); err != nil {
+				return err
+			}
 		case ev, ok := <-sub.Events():
 			if !ok {
 				return subscriptionEnd(ctx, sub.Err(), "watch again for a fresh snapshot")

@@ -705,3 +705,44 @@ func TestWatchWorkoutOverWebSocket(t *testing.T) {
 		t.Fatalf("after completion the socket ended with %v, want close 1000", err)
 	}
 }
+
+func TestConsoleStopsFollowingAnUnlinkedMembersWorkout(t *testing.T) {
+	t.Parallel()
+	f := setupWorkoutFloor(t)
+	ctx := context.Background()
+	m := f.member
+	f.checkIn(t, m.ID, f.branchA)
+	if _, err := f.link(m, byID(f.press)); err != nil {
+		t.Fatalf("LinkMachine: %v", err)
+	}
+	open, err := f.client.StartWorkout(ctx, authBearer(&nxgv1.StartWorkoutRequest{}, m.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := open.Msg.GetWorkout()
+	console := f.watchWorkout(t, f.pressToken, w.GetId())
+	app := f.watchWorkout(t, m.Token, w.GetId())
+	for _, s := range []*workoutWatch{console, app} {
+		if snap := s.next().GetSnapshot(); snap.GetId() != w.GetId() {
+			t.Fatalf("snapshot = %v", snap)
+		}
+	}
+
+	// The member walks away from the machine: the console's stream ends,
+	// the member's own goes on.
+	if _, err := f.machineFloor.client().UnlinkMachine(ctx, authBearer(&nxgv1.UnlinkMachineRequest{}, m.Token)); err != nil {
+		t.Fatal(err)
+	}
+	if console.stream.Receive() {
+		t.Fatalf("the console still follows the workout after the unlink: %v", console.stream.Msg())
+	}
+	requireAuthCode(t, console.stream.Err(), connect.CodePermissionDenied, "no longer linked")
+	if _, err := f.client.LogSet(ctx, authBearer(&nxgv1.LogSetRequest{
+		WorkoutId: w.GetId(), ExerciseId: "push-up", Reps: 12, ClientSetId: "after-unlink",
+	}, m.Token)); err != nil {
+		t.Fatal(err)
+	}
+	if set := app.next().GetSetLogged(); set.GetClientSetId() != "after-unlink" {
+		t.Fatalf("the member's stream got %v, want the set logged after the unlink", set)
+	}
+}
