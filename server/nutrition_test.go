@@ -613,3 +613,86 @@ func TestNutritionReadsAndOwnership(t *testing.T) {
 		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"meal_type"}}}))
 	nutritionCode(t, err, connect.CodeNotFound, id)
 }
+
+func TestNutritionRefusesBadInputNamingTheField(t *testing.T) {
+	ctx := context.Background()
+	b := setupNutrition(t)
+	_, tok := b.newMember(t)
+	c := b.nutritionClient(tok)
+	meal, err := c.LogMeal(ctx, connect.NewRequest(&nxgv1.LogMealRequest{
+		EatenAt: timestamppb.New(time.Now().Add(-time.Hour)), MealType: nxgv1.MealType_MEAL_TYPE_LUNCH,
+		Items: []*nxgv1.FoodItem{item("rice", 130, 2.7, 28, 0.3)},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mealID := meal.Msg.GetMeal().GetId()
+	food := []*nxgv1.FoodItem{item("rice", 130, 2.7, 28, 0.3)}
+	for _, tc := range []struct {
+		name  string
+		call  func() error
+		field string
+	}{
+		{"photo type", func() error {
+			_, err := c.CreateMealPhotoUpload(ctx, connect.NewRequest(&nxgv1.CreateMealPhotoUploadRequest{ContentType: "image/gif", SizeBytes: 10}))
+			return err
+		}, "content_type"},
+		{"photo size", func() error {
+			_, err := c.CreateMealPhotoUpload(ctx, connect.NewRequest(&nxgv1.CreateMealPhotoUploadRequest{ContentType: "image/png", SizeBytes: 11 << 20}))
+			return err
+		}, "size_bytes"},
+		{"upload id", func() error {
+			_, err := c.AnalyzeMealPhoto(ctx, connect.NewRequest(&nxgv1.AnalyzeMealPhotoRequest{UploadId: "photo-1"}))
+			return err
+		}, "upload_id"},
+		{"eaten in the future", func() error {
+			_, err := c.LogMeal(ctx, connect.NewRequest(&nxgv1.LogMealRequest{EatenAt: timestamppb.New(time.Now().Add(72 * time.Hour)), MealType: nxgv1.MealType_MEAL_TYPE_SNACK, Items: food}))
+			return err
+		}, "eaten_at"},
+		{"eaten before 2000", func() error {
+			_, err := c.LogMeal(ctx, connect.NewRequest(&nxgv1.LogMealRequest{EatenAt: timestamppb.New(time.Date(1999, 1, 1, 0, 0, 0, 0, time.UTC)), MealType: nxgv1.MealType_MEAL_TYPE_SNACK, Items: food}))
+			return err
+		}, "eaten_at"},
+		{"no items", func() error {
+			_, err := c.LogMeal(ctx, connect.NewRequest(&nxgv1.LogMealRequest{EatenAt: timestamppb.Now(), MealType: nxgv1.MealType_MEAL_TYPE_SNACK}))
+			return err
+		}, "items"},
+		{"unknown mask path", func() error {
+			_, err := c.UpdateMeal(ctx, connect.NewRequest(&nxgv1.UpdateMealRequest{MealId: mealID, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"calories"}}}))
+			return err
+		}, "update_mask"},
+		{"items emptied", func() error {
+			_, err := c.UpdateMeal(ctx, connect.NewRequest(&nxgv1.UpdateMealRequest{MealId: mealID, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"items"}}}))
+			return err
+		}, "items"},
+		{"time range", func() error {
+			now := time.Now()
+			_, err := c.ListMeals(ctx, connect.NewRequest(&nxgv1.ListMealsRequest{StartTime: timestamppb.New(now), EndTime: timestamppb.New(now.Add(-time.Hour))}))
+			return err
+		}, "end_time"},
+		{"page token", func() error {
+			_, err := c.ListMeals(ctx, connect.NewRequest(&nxgv1.ListMealsRequest{PageToken: "not-a-token"}))
+			return err
+		}, "page_token"},
+		{"target kcal", func() error {
+			_, err := c.SetMacroTargets(ctx, connect.NewRequest(&nxgv1.SetMacroTargetsRequest{Targets: &nxgv1.SetMacroTargetsRequest_Given{Given: &nxgv1.GivenMacroTargets{Kcal: 100}}}))
+			return err
+		}, "kcal"},
+		{"day", func() error {
+			_, err := c.GetDailyNutrition(ctx, connect.NewRequest(&nxgv1.GetDailyNutritionRequest{Date: "2026-13-45"}))
+			return err
+		}, "date"},
+		{"meal plan kcal", func() error {
+			_, err := c.RequestMealPlan(ctx, connect.NewRequest(&nxgv1.RequestMealPlanRequest{Days: 3, KcalTarget: 500}))
+			return err
+		}, "kcal_target"},
+		{"meal plan days", func() error {
+			_, err := c.RequestMealPlan(ctx, connect.NewRequest(&nxgv1.RequestMealPlanRequest{Days: 30, KcalTarget: 2000}))
+			return err
+		}, "days"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nutritionCode(t, tc.call(), connect.CodeInvalidArgument, tc.field)
+		})
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	nxgv1 "github.com/nxg-fitness/nxg/gen/nxg/v1"
 	"github.com/nxg-fitness/nxg/gen/nxg/v1/nxgv1connect"
@@ -745,4 +746,91 @@ func TestConsoleStopsFollowingAnUnlinkedMembersWorkout(t *testing.T) {
 	if set := app.next().GetSetLogged(); set.GetClientSetId() != "after-unlink" {
 		t.Fatalf("the member's stream got %v, want the set logged after the unlink", set)
 	}
+}
+
+func TestWorkoutRefusesBadInputNamingTheField(t *testing.T) {
+	t.Parallel()
+	f := setupWorkoutFloor(t)
+	ctx := context.Background()
+	tok := f.member.Token
+	open, err := f.client.StartWorkout(ctx, authBearer(&nxgv1.StartWorkoutRequest{}, tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := open.Msg.GetWorkout().GetId()
+	for _, tc := range []struct {
+		name  string
+		call  func() error
+		field string
+	}{
+		{"goal", func() error {
+			_, err := f.client.RequestWorkoutPlan(ctx, authBearer(&nxgv1.RequestWorkoutPlanRequest{DaysPerWeek: 3, SessionMinutes: 60}, tok))
+			return err
+		}, "goal"},
+		{"days per week", func() error {
+			r := strengthRequest(3)
+			r.DaysPerWeek = 9
+			_, err := f.client.RequestWorkoutPlan(ctx, authBearer(r, tok))
+			return err
+		}, "days_per_week"},
+		{"session minutes", func() error {
+			r := strengthRequest(3)
+			r.SessionMinutes = 5
+			_, err := f.client.RequestWorkoutPlan(ctx, authBearer(r, tok))
+			return err
+		}, "session_minutes"},
+		{"repeated equipment", func() error {
+			r := strengthRequest(3)
+			r.Equipment = []nxgv1.Equipment{nxgv1.Equipment_EQUIPMENT_BARBELL, nxgv1.Equipment_EQUIPMENT_BARBELL}
+			_, err := f.client.RequestWorkoutPlan(ctx, authBearer(r, tok))
+			return err
+		}, "equipment"},
+		{"plan reference", func() error {
+			_, err := f.client.GetWorkoutPlan(ctx, authBearer(&nxgv1.GetWorkoutPlanRequest{}, tok))
+			return err
+		}, "ref"},
+		{"plan id", func() error {
+			_, err := f.client.SetActivePlan(ctx, authBearer(&nxgv1.SetActivePlanRequest{PlanId: "plan-1"}, tok))
+			return err
+		}, "plan_id"},
+		{"weight", func() error {
+			_, err := f.client.LogSet(ctx, authBearer(&nxgv1.LogSetRequest{WorkoutId: w, ExerciseId: "barbell-bench-press", Reps: 5, WeightKg: 5000, ClientSetId: "x"}, tok))
+			return err
+		}, "weight_kg"},
+		{"rpe", func() error {
+			_, err := f.client.LogSet(ctx, authBearer(&nxgv1.LogSetRequest{WorkoutId: w, ExerciseId: "barbell-bench-press", Reps: 5, Rpe: 11, ClientSetId: "x"}, tok))
+			return err
+		}, "rpe"},
+		{"client set id", func() error {
+			_, err := f.client.LogSet(ctx, authBearer(&nxgv1.LogSetRequest{WorkoutId: w, ExerciseId: "barbell-bench-press", Reps: 5, ClientSetId: "machine/1"}, tok))
+			return err
+		}, "client_set_id"},
+		{"time range", func() error {
+			now := time.Now()
+			_, err := f.client.ListWorkouts(ctx, authBearer(&nxgv1.ListWorkoutsRequest{StartTime: timestamppb.New(now), EndTime: timestamppb.New(now.Add(-time.Hour))}, tok))
+			return err
+		}, "end_time"},
+		{"page token", func() error {
+			_, err := f.client.ListWorkoutPlans(ctx, authBearer(&nxgv1.ListWorkoutPlansRequest{PageToken: "nope"}, tok))
+			return err
+		}, "page_token"},
+		{"watch id", func() error {
+			s, err := f.client.WatchWorkout(ctx, authBearer(&nxgv1.WatchWorkoutRequest{WorkoutId: "w-1"}, tok))
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			s.Receive()
+			return s.Err()
+		}, "workout_id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			requireAuthCode(t, tc.call(), connect.CodeInvalidArgument, tc.field)
+		})
+	}
+	// Unknown but well-formed ids are not found, not invalid.
+	_, err = f.client.GetWorkoutPlan(ctx, authBearer(&nxgv1.GetWorkoutPlanRequest{Ref: &nxgv1.GetWorkoutPlanRequest_PlanId{PlanId: "01900000-0000-7000-8000-000000000000"}}, tok))
+	requireAuthCode(t, err, connect.CodeNotFound, "plan")
+	_, err = f.client.SetActivePlan(ctx, authBearer(&nxgv1.SetActivePlanRequest{PlanId: "01900000-0000-7000-8000-000000000000"}, tok))
+	requireAuthCode(t, err, connect.CodeNotFound, "plan")
 }
