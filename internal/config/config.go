@@ -239,13 +239,13 @@ func Parse(environ map[string]string) (Config, error) {
 		var agg env.AggregateError
 		if errors.As(err, &agg) {
 			for _, e := range agg.Errors {
-				problems = append(problems, describe(e))
+				problems = append(problems, describe(e, environ))
 			}
 		} else {
-			problems = append(problems, describe(err))
+			problems = append(problems, describe(err, environ))
 		}
 	}
-	problems = append(problems, cfg.validate(unparsed(err))...)
+	problems = append(problems, cfg.validate(unparsed(err, environ))...)
 	if len(problems) > 0 {
 		slices.Sort(problems)
 		return Config{}, &Error{Problems: problems}
@@ -264,10 +264,10 @@ func (e *Error) Error() string {
 
 // describe words a parse problem by the variable's name, which is what an
 // operator can act on; the library words it by the Go field's name.
-func describe(err error) string {
+func describe(err error, environ map[string]string) string {
 	var pe env.ParseError
 	if errors.As(err, &pe) {
-		if name := envName(reflect.TypeFor[Config](), pe.Name); name != "" {
+		if name := envName(reflect.TypeFor[Config](), pe.Name, environ); name != "" {
 			return fmt.Sprintf("%s: %v", name, pe.Err)
 		}
 	}
@@ -276,7 +276,7 @@ func describe(err error) string {
 
 // unparsed lists the variables whose values could not be parsed at all, so
 // validate does not add a second, misleading problem about their zero value.
-func unparsed(err error) map[string]bool {
+func unparsed(err error, environ map[string]string) map[string]bool {
 	var agg env.AggregateError
 	if !errors.As(err, &agg) {
 		return nil
@@ -285,29 +285,49 @@ func unparsed(err error) map[string]bool {
 	for _, e := range agg.Errors {
 		var pe env.ParseError
 		if errors.As(e, &pe) {
-			m[envName(reflect.TypeFor[Config](), pe.Name)] = true
+			m[envName(reflect.TypeFor[Config](), pe.Name, environ)] = true
 		}
 	}
 	return m
 }
 
 // envName finds the variable name of a field in t or its nested structs.
-// Field names repeated in two nested structs are all strings, which never
-// fail to parse, so the first match is the right one.
-func envName(t reflect.Type, field string) string {
+// The library names a failed field by its Go name only, and the outside
+// services' settings repeat the same fields under different prefixes
+// (NXG_WORKOUTPLANNER_TIMEOUT, NXG_MEALPLANNER_TIMEOUT): of the variables
+// that field can be, the ones set in environ are named.
+func envName(t reflect.Type, field string, environ map[string]string) string {
+	names := envNames(t, field, "")
+	var set []string
+	for _, n := range names {
+		if _, ok := environ[n]; ok {
+			set = append(set, n)
+		}
+	}
+	switch {
+	case len(set) > 0:
+		return strings.Join(set, " or ")
+	case len(names) > 0:
+		return names[0]
+	default:
+		return ""
+	}
+}
+
+// envNames lists every variable name field can have in t, with prefix.
+func envNames(t reflect.Type, field, prefix string) []string {
+	var out []string
 	for i := range t.NumField() {
 		f := t.Field(i)
 		tag, _, _ := strings.Cut(f.Tag.Get("env"), ",")
 		if f.Name == field && tag != "" {
-			return tag
+			out = append(out, prefix+tag)
 		}
 		if tag == "" && f.Type.Kind() == reflect.Struct {
-			if n := envName(f.Type, field); n != "" {
-				return n
-			}
+			out = append(out, envNames(f.Type, field, prefix+f.Tag.Get("envPrefix"))...)
 		}
 	}
-	return ""
+	return out
 }
 
 // validate checks what the env tags cannot: shapes of addresses and URLs and

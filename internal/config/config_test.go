@@ -432,6 +432,11 @@ func TestParseMalformed(t *testing.T) {
 			"S3_USE_PATH_STYLE":         "maybe",
 			"NXG_MACHINE_OFFLINE_AFTER": "soon",
 			"NXG_MAX_STREAMS_PER_USER":  "lots",
+			// The outside services repeat these fields under three
+			// prefixes; the one set is named.
+			"NXG_MEALPLANNER_TIMEOUT":           "soon",
+			"NXG_WORKOUTPLANNER_MAX_ATTEMPTS":   "few",
+			"NXG_MEALDETECTOR_BREAKER_FAILURES": "-1",
 		} {
 			_, problems := parseProblems(t, with(map[string]string{name: bad}))
 			if len(problems) != 1 || !strings.HasPrefix(problems[0], name+":") || !strings.Contains(problems[0], bad) {
