@@ -440,19 +440,13 @@ func (s *nutritionService) DeleteMeal(ctx context.Context, req *connect.Request[
 	return connect.NewResponse(&nxgv1.DeleteMealResponse{}), nil
 }
 
-// mealsCursor is where a ListMeals page ended.
-type mealsCursor struct {
-	EatenAt time.Time `json:"t"`
-	ID      uuid.UUID `json:"i"`
-}
-
 func (s *nutritionService) ListMeals(ctx context.Context, req *connect.Request[nxgv1.ListMealsRequest]) (*connect.Response[nxgv1.ListMealsResponse], error) {
 	userID, err := s.caller(ctx)
 	if err != nil {
 		return nil, err
 	}
 	msg := req.Msg
-	var cursor mealsCursor
+	var cursor pagination.TimeCursor
 	after, err := pagination.Decode(mealsListName, msg.GetPageToken(), &cursor)
 	if err != nil {
 		return nil, err
@@ -475,7 +469,7 @@ func (s *nutritionService) ListMeals(ctx context.Context, req *connect.Request[n
 		return nil, apperr.InvalidArgument("end_time", "must be after start_time")
 	}
 	if after {
-		params.BeforeTime = pgtype.Timestamptz{Time: cursor.EatenAt, Valid: true}
+		params.BeforeTime = pgtype.Timestamptz{Time: cursor.Time, Valid: true}
 		params.BeforeID = uuid.NullUUID{UUID: cursor.ID, Valid: true}
 	}
 	rows, err := s.queries.MealsList(ctx, s.pool, params)
@@ -486,7 +480,7 @@ func (s *nutritionService) ListMeals(ctx context.Context, req *connect.Request[n
 	if int32(len(rows)) > size {
 		rows = rows[:size]
 		last := rows[len(rows)-1]
-		resp.NextPageToken = pagination.Encode(mealsListName, mealsCursor{EatenAt: last.EatenAt, ID: last.ID})
+		resp.NextPageToken = pagination.Encode(mealsListName, pagination.TimeCursor{Time: last.EatenAt, ID: last.ID})
 	}
 	if resp.Meals, err = s.mealsToProto(ctx, userID, rows); err != nil {
 		return nil, err

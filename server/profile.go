@@ -676,19 +676,13 @@ func (s *profileService) RecordBodyMetrics(ctx context.Context, req *connect.Req
 	return connect.NewResponse(&nxgv1.RecordBodyMetricsResponse{Metrics: out}), nil
 }
 
-// bodyMetricsCursor is the keyset position after the last row of a page.
-type bodyMetricsCursor struct {
-	MeasuredAt time.Time `json:"t"`
-	ID         uuid.UUID `json:"i"`
-}
-
 func (s *profileService) ListBodyMetrics(ctx context.Context, req *connect.Request[nxgv1.ListBodyMetricsRequest]) (*connect.Response[nxgv1.ListBodyMetricsResponse], error) {
 	userID, err := s.caller(ctx)
 	if err != nil {
 		return nil, err
 	}
 	msg := req.Msg
-	var cursor bodyMetricsCursor
+	var cursor pagination.TimeCursor
 	after, err := pagination.Decode(bodyMetricsListName, msg.GetPageToken(), &cursor)
 	if err != nil {
 		return nil, err
@@ -711,7 +705,7 @@ func (s *profileService) ListBodyMetrics(ctx context.Context, req *connect.Reque
 		}
 	}
 	if after {
-		params.BeforeTime = pgtype.Timestamptz{Time: cursor.MeasuredAt, Valid: true}
+		params.BeforeTime = pgtype.Timestamptz{Time: cursor.Time, Valid: true}
 		params.BeforeID = uuid.NullUUID{UUID: cursor.ID, Valid: true}
 	}
 
@@ -739,7 +733,7 @@ func (s *profileService) ListBodyMetrics(ctx context.Context, req *connect.Reque
 	if int32(len(rows)) > size {
 		rows = rows[:size]
 		last := rows[len(rows)-1]
-		resp.NextPageToken = pagination.Encode(bodyMetricsListName, bodyMetricsCursor{MeasuredAt: last.MeasuredAt, ID: last.ID})
+		resp.NextPageToken = pagination.Encode(bodyMetricsListName, pagination.TimeCursor{Time: last.MeasuredAt, ID: last.ID})
 	}
 	if len(rows) == 0 {
 		return connect.NewResponse(resp), nil

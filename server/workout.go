@@ -93,19 +93,6 @@ func memberCaller(ctx context.Context) (auth.Principal, error) {
 	return p, nil
 }
 
-// pageSize turns a requested page_size into rows to return, with the
-// defaults and maxima each list's contract states.
-func pageSize(requested, def, most int32) int32 {
-	switch {
-	case requested <= 0:
-		return def
-	case requested > most:
-		return most
-	default:
-		return requested
-	}
-}
-
 // protoEnumName is a proto enum value's name in lower case without its prefix,
 // as the database stores it: EQUIPMENT_LAT_PULLDOWN is "lat_pulldown".
 func protoEnumName(full, prefix string) string {
@@ -149,7 +136,7 @@ func (s *workoutService) ListExercises(ctx context.Context, req *connect.Request
 	if err != nil {
 		return nil, err
 	}
-	size := pageSize(msg.GetPageSize(), 100, 500)
+	size := pagination.SizeWithin(msg.GetPageSize(), 100, 500)
 	params := dbsqlc.ExercisesListParams{RowLimit: size + 1}
 	if g := msg.GetMuscleGroup(); g != nxgv1.MuscleGroup_MUSCLE_GROUP_UNSPECIFIED {
 		params.MuscleGroup = pgtype.Text{String: protoEnumName(g.String(), "MUSCLE_GROUP_"), Valid: true}
@@ -357,24 +344,17 @@ func (s *workoutService) GetWorkoutPlan(ctx context.Context, req *connect.Reques
 	return connect.NewResponse(&nxgv1.GetWorkoutPlanResponse{Plan: plan}), nil
 }
 
-// timeCursor is the keyset position after the last row of a page ordered
-// newest first by (time, id).
-type timeCursor struct {
-	Time time.Time `json:"t"`
-	ID   uuid.UUID `json:"i"`
-}
-
 func (s *workoutService) ListWorkoutPlans(ctx context.Context, req *connect.Request[nxgv1.ListWorkoutPlansRequest]) (*connect.Response[nxgv1.ListWorkoutPlansResponse], error) {
 	p, err := memberCaller(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var cursor timeCursor
+	var cursor pagination.TimeCursor
 	after, err := pagination.Decode(workoutPlanListName, req.Msg.GetPageToken(), &cursor)
 	if err != nil {
 		return nil, err
 	}
-	size := pageSize(req.Msg.GetPageSize(), 20, 100)
+	size := pagination.SizeWithin(req.Msg.GetPageSize(), 20, 100)
 	params := dbsqlc.WorkoutPlanListParams{UserID: p.UserID, RowLimit: size + 1}
 	if after {
 		params.BeforeTime = pgtype.Timestamptz{Time: cursor.Time, Valid: true}
@@ -388,7 +368,7 @@ func (s *workoutService) ListWorkoutPlans(ctx context.Context, req *connect.Requ
 	if int32(len(rows)) > size {
 		rows = rows[:size]
 		last := rows[len(rows)-1]
-		resp.NextPageToken = pagination.Encode(workoutPlanListName, timeCursor{Time: last.RequestedAt, ID: last.ID})
+		resp.NextPageToken = pagination.Encode(workoutPlanListName, pagination.TimeCursor{Time: last.RequestedAt, ID: last.ID})
 	}
 	for _, r := range rows {
 		plan, err := s.planProto(r)
@@ -695,12 +675,12 @@ func (s *workoutService) ListWorkouts(ctx context.Context, req *connect.Request[
 	if !until.After(since) {
 		return nil, apperr.InvalidArgument("end_time", "must be after start_time")
 	}
-	var cursor timeCursor
+	var cursor pagination.TimeCursor
 	after, err := pagination.Decode(workoutListName, msg.GetPageToken(), &cursor)
 	if err != nil {
 		return nil, err
 	}
-	size := pageSize(msg.GetPageSize(), 50, 200)
+	size := pagination.Size(msg.GetPageSize())
 	params := dbsqlc.WorkoutListParams{UserID: p.UserID, Since: since, Until: until, RowLimit: size + 1}
 	if after {
 		params.BeforeTime = pgtype.Timestamptz{Time: cursor.Time, Valid: true}
@@ -714,7 +694,7 @@ func (s *workoutService) ListWorkouts(ctx context.Context, req *connect.Request[
 	if int32(len(rows)) > size {
 		rows = rows[:size]
 		last := rows[len(rows)-1]
-		resp.NextPageToken = pagination.Encode(workoutListName, timeCursor{Time: last.Workout.StartedAt, ID: last.Workout.ID})
+		resp.NextPageToken = pagination.Encode(workoutListName, pagination.TimeCursor{Time: last.Workout.StartedAt, ID: last.Workout.ID})
 	}
 	for _, r := range rows {
 		resp.Workouts = append(resp.Workouts, workoutProto(r.Workout, r.SetCount, r.VolumeKg))

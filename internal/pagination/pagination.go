@@ -6,6 +6,9 @@ package pagination
 import (
 	"encoding/base64"
 	"encoding/json"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/nxg-fitness/nxg/internal/apperr"
 )
@@ -21,14 +24,27 @@ const (
 // Negative sizes are refused by request validation before they get here;
 // they are treated as the default for safety.
 func Size(requested int32) int32 {
+	return SizeWithin(requested, DefaultSize, MaxSize)
+}
+
+// SizeWithin is Size for a list whose contract states its own default and
+// maximum (a catalogue pages by hundreds, plans by tens).
+func SizeWithin(requested, def, most int32) int32 {
 	switch {
 	case requested <= 0:
-		return DefaultSize
-	case requested > MaxSize:
-		return MaxSize
+		return def
+	case requested > most:
+		return most
 	default:
 		return requested
 	}
+}
+
+// TimeCursor is the keyset position after the last row of a page ordered
+// by (time, id), the cursor of most lists: the row's time and id.
+type TimeCursor struct {
+	Time time.Time `json:"t"`
+	ID   uuid.UUID `json:"i"`
 }
 
 // envelope ties a cursor to the list it came from, so a token from one list

@@ -35,6 +35,12 @@ func TestSize(t *testing.T) {
 			t.Errorf("Size(%d) = %d, want %d", c.requested, got, c.want)
 		}
 	}
+	// A list with its own default and maximum (the exercise catalogue).
+	for requested, want := range map[int32]int32{0: 100, -3: 100, 1: 1, 500: 500, 501: 500} {
+		if got := SizeWithin(requested, 100, 500); got != want {
+			t.Errorf("SizeWithin(%d, 100, 500) = %d, want %d", requested, got, want)
+		}
+	}
 	if DefaultSize != 50 || MaxSize != 200 {
 		t.Errorf("DefaultSize, MaxSize = %d, %d; the API documents 50 and 200", DefaultSize, MaxSize)
 	}
