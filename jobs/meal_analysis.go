@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -45,10 +44,6 @@ const MealAnalysisMaxAttempts = 5
 // mealPhotoGetTTL is how long the detector's presigned GET works: long
 // enough for its download, short enough that a leaked URL soon dies.
 const mealPhotoGetTTL = 5 * time.Minute
-
-// mealOpenCircuitSnooze is how long a job waits when a breaker is open
-// but did not say until when.
-const mealOpenCircuitSnooze = 30 * time.Second
 
 // EncColMealItems and EncColAnalysisItems are the sealed columns of meals'
 // and analyses' foods: fieldcrypt binds each ciphertext to its column.
@@ -255,25 +250,9 @@ func (w *MealAnalysisWorker) retryLater(ctx context.Context, job *river.Job[Meal
 	}); err != nil {
 		return fmt.Errorf("meal analysis %s: record wait: %w", id, err)
 	}
-	if wait, ok := mealSnoozeFor(cause); ok {
+	if wait, ok := integrations.SnoozeFor(cause); ok {
 		return river.JobSnooze(wait)
 	}
 	return fmt.Errorf("meal analysis %s: %w", id, cause)
 }
 
-// mealSnoozeFor says how long a job should snooze rather than spend an attempt:
-// while the service's breaker is open (until its probe) or when the service
-// asked for a wait with Retry-After.
-func mealSnoozeFor(err error) (time.Duration, bool) {
-	var ie *integrations.Error
-	if !errors.As(err, &ie) {
-		return 0, false
-	}
-	switch {
-	case ie.RetryAfter > 0:
-		return time.Duration(math.Max(float64(ie.RetryAfter), float64(time.Second))), true
-	case errors.Is(err, integrations.ErrCircuitOpen):
-		return mealOpenCircuitSnooze, true
-	}
-	return 0, false
-}

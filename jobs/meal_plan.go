@@ -163,7 +163,7 @@ func (w *MealPlanWorker) retryLater(ctx context.Context, job *river.Job[MealPlan
 	if err := mealQueries.MealPlanRequestSetWaiting(ctx, w.Pool, waiting); err != nil {
 		return fmt.Errorf("meal plan %s: record wait: %w", id, err)
 	}
-	if wait, ok := mealSnoozeFor(cause); ok {
+	if wait, ok := integrations.SnoozeFor(cause); ok {
 		return river.JobSnooze(wait)
 	}
 	return fmt.Errorf("meal plan %s: %w", id, cause)

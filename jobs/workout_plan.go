@@ -353,9 +353,6 @@ func (w *WorkoutPlanWorker) Timeout(*river.Job[WorkoutPlanArgs]) time.Duration {
 	return 2 * time.Minute
 }
 
-// maxSnooze caps how long one snooze waits for the breaker or a Retry-After.
-const maxSnooze = 10 * time.Minute
-
 // Work gets the plan or records why it could not.
 func (w *WorkoutPlanWorker) Work(ctx context.Context, job *river.Job[WorkoutPlanArgs]) error {
 	if w.Pool == nil || w.Mongo == nil || w.Planner == nil {
@@ -452,9 +449,7 @@ func (w *WorkoutPlanWorker) failed(ctx context.Context, logger *slog.Logger, job
 	if err := w.fallBack(ctx, row, cache, reason); err != nil {
 		return err
 	}
-	var ie *integrations.Error
-	if errors.As(callErr, &ie) && (errors.Is(callErr, integrations.ErrCircuitOpen) || ie.RetryAfter > 0) {
-		wait := min(max(ie.RetryAfter, time.Second), maxSnooze)
+	if wait, ok := integrations.SnoozeFor(callErr); ok {
 		return river.JobSnooze(wait)
 	}
 	return fmt.Errorf("workout plan %s: %w", row.ID, callErr)

@@ -139,3 +139,19 @@ func clean(s string, limit int) string {
 	runes := []rune(s)
 	return string(runes[:limit]) + "…"
 }
+
+// MaxSnooze caps how long a job waits on one failure before trying again.
+const MaxSnooze = 10 * time.Minute
+
+// SnoozeFor says whether a job that met err should wait rather than spend
+// one of its attempts, and for how long: while the service's breaker is
+// open (until its probe) or when the service asked for a wait with
+// Retry-After, at least a second and at most MaxSnooze. Any other failure
+// is for the job's own retry policy.
+func SnoozeFor(err error) (time.Duration, bool) {
+	var ie *Error
+	if !errors.As(err, &ie) || (!errors.Is(err, ErrCircuitOpen) && ie.RetryAfter <= 0) {
+		return 0, false
+	}
+	return min(max(ie.RetryAfter, time.Second), MaxSnooze), true
+}
