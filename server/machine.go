@@ -377,7 +377,7 @@ func (s *machineService) WatchMachines(ctx context.Context, req *connect.Request
 	defer release()
 	return s.watch(ctx, branch, streamBatchFrom(ctx), func(msg *nxgv1.WatchMachinesResponse, _ *machineEvent) error {
 		return stream.Send(msg)
-	})
+	}, nil)
 }
 
 // watch streams branch's machines to send: a snapshot, then every change,
@@ -387,7 +387,11 @@ func (s *machineService) WatchMachines(ctx context.Context, req *connect.Request
 // ev is the change being sent (nil for snapshots), so a caller can send its
 // shared encodings instead of encoding msg. msg is reused between calls:
 // send must not keep it. Changes that have queued up are sent in one batch.
-func (s *machineService) watch(ctx context.Context, branch uuid.UUID, batch streamBatch, send func(msg *nxgv1.WatchMachinesResponse, ev *machineEvent) error) error {
+//
+// sink, when not nil, is the stream's connection written directly: while
+// the stream is idle, the feed writes its changes there itself instead of
+// waking this goroutine (see directDelivery).
+func (s *machineService) watch(ctx context.Context, branch uuid.UUID, batch streamBatch, send func(msg *nxgv1.WatchMachinesResponse, ev *machineEvent) error, sink machineDirectSink) error {
 	if err := s.requireBranch(ctx, branch); err != nil {
 		return err
 	}
@@ -396,9 +400,12 @@ func (s *machineService) watch(ctx context.Context, branch uuid.UUID, batch stre
 	// are skipped by version.
 	sub := s.feed.subscribe(branch)
 	defer sub.Close()
+	// The stream's end closes the subscription, so waiting for a delivery
+	// is a plain channel receive rather than a select that also watches
+	// ctx: one wait per delivery round for thousands of watchers.
+	defer context.AfterFunc(ctx, sub.Close)()
 
-	var seq uint64
-	seen := make(map[string]int64)
+	w := &machineWatcher{seen: make(map[uuid.UUID]int64), sink: sink}
 	msg := &nxgv1.WatchMachinesResponse{}
 	change := &nxgv1.WatchMachinesResponse_Machine{}
 	snapshot := func() error {
@@ -409,13 +416,17 @@ func (s *machineService) watch(ctx context.Context, branch uuid.UUID, batch stre
 			}
 			return err
 		}
-		clear(seen)
+		clear(w.seen)
 		for _, m := range machines {
-			seen[m.GetId()] = m.GetVersion()
+			id, err := uuid.Parse(m.GetId())
+			if err != nil {
+				return fmt.Errorf("snapshot machine id %q: %w", m.GetId(), err)
+			}
+			w.seen[id] = m.GetVersion()
 		}
-		seq++
+		w.seq++
 		return send(&nxgv1.WatchMachinesResponse{
-			Sequence: seq,
+			Sequence: w.seq,
 			Event:    &nxgv1.WatchMachinesResponse_Snapshot{Snapshot: &nxgv1.MachinesSnapshot{Machines: machines}},
 		}, nil)
 	}
@@ -428,14 +439,11 @@ func (s *machineService) watch(ctx context.Context, branch uuid.UUID, batch stre
 		if ev.Resync {
 			return true, snapshot()
 		}
-		id := ev.Machine.GetId()
-		if ev.version <= seen[id] {
+		if !w.unseen(ev) {
 			return false, nil
 		}
-		seen[id] = ev.version
-		seq++
 		change.Machine = ev.Machine
-		msg.Sequence, msg.Event = seq, change
+		msg.Sequence, msg.Event = w.seq, change
 		return true, send(msg, ev)
 	}
 	// pending is what is left to send of the deliveries taken so far.
@@ -447,20 +455,23 @@ func (s *machineService) watch(ctx context.Context, branch uuid.UUID, batch stre
 	events := sub.Events()
 	for {
 		if len(pending) == 0 {
-			select {
-			case <-ctx.Done():
-				return streamEnd(ctx)
-			case evs, ok := <-events:
-				if !ok {
-					return subscriptionEnd(ctx, sub.Err(), "reconnect for a fresh snapshot")
-				}
-				pending = evs
+			if sink != nil {
+				// Idle, with everything written: the feed may write this
+				// stream's changes itself until it cannot do so at once.
+				sub.goDirect(w)
 			}
+			evs, ok := <-events
+			if !ok {
+				return subscriptionEnd(ctx, sub.Err(), "reconnect for a fresh snapshot")
+			}
+			pending = evs
 		} else if ctx.Err() != nil {
 			return streamEnd(ctx)
 		}
 		// Whatever else has queued goes out in the same batch, up to
-		// its limit; nothing waits for more to arrive.
+		// its limit; nothing waits for more to arrive. An empty delivery
+		// (a direct write left unfinished) makes an empty batch, whose
+		// release finishes that write.
 		closed := false
 		batch.hold()
 	fill:
@@ -473,6 +484,7 @@ func (s *machineService) watch(ctx context.Context, branch uuid.UUID, batch stre
 						break fill
 					}
 					pending = evs
+					continue
 				default:
 					break fill
 				}
@@ -495,6 +507,65 @@ func (s *machineService) watch(ctx context.Context, branch uuid.UUID, batch stre
 			return subscriptionEnd(ctx, sub.Err(), "reconnect for a fresh snapshot")
 		}
 	}
+}
+
+// machineWatcher is what one WatchMachines stream has sent: its sequence
+// and the version of every machine it has shown. Its goroutine owns it,
+// except while the stream is in direct delivery, when the feed does.
+type machineWatcher struct {
+	seq  uint64
+	seen map[uuid.UUID]int64
+	sink machineDirectSink
+}
+
+// unseen reports whether ev is newer than what the stream has shown, and
+// if so counts it as shown under the next sequence number.
+func (w *machineWatcher) unseen(ev *machineEvent) bool {
+	if ev.version <= w.seen[ev.id] {
+		return false
+	}
+	w.seen[ev.id] = ev.version
+	w.seq++
+	return true
+}
+
+// deliverNow writes a delivery's changes straight to the stream's
+// connection, for the feed (see directDelivery). A resync needs a snapshot
+// read from the database, and a connection busy with another write would
+// make the feed wait: both are left to the stream's goroutine.
+func (w *machineWatcher) deliverNow(events []*machineEvent) directResult {
+	for _, ev := range events {
+		if ev.Resync {
+			return notDelivered
+		}
+	}
+	if !w.sink.tryHold() {
+		return notDelivered
+	}
+	for _, ev := range events {
+		if w.unseen(ev) {
+			w.sink.appendChange(w.seq, ev)
+		}
+	}
+	if w.sink.releaseNow() {
+		return deliveredNow
+	}
+	return deliveredUnflushed
+}
+
+// machineDirectSink is a stream's connection as the feed writes it in
+// direct delivery. None of its methods may block.
+type machineDirectSink interface {
+	// tryHold starts a direct write and reports true if the connection is
+	// free and has nothing left to write; otherwise it does nothing.
+	tryHold() bool
+	// appendChange adds the wire form of the change message numbered seq
+	// carrying ev to the write.
+	appendChange(seq uint64, ev *machineEvent)
+	// releaseNow ends the write, sending as much as the connection takes
+	// without blocking, and reports whether all of it went out. The rest
+	// goes out, before anything else, on the connection's next write.
+	releaseNow() bool
 }
 
 // Attach is machineConsole's; it admits the stream with the guard itself.

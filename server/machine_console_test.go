@@ -435,6 +435,12 @@ func TestMachineConsoleSlowReader(t *testing.T) {
 		}
 		feedTestToggle(t, f.b.db, branch, round%2 == 0, press)
 		nextMachineEvent(t, pacer)
+		// Until its sends block, the console keeps up: give it the time
+		// its reads of the state take, so that it is cut off for not
+		// reading and not for being outpaced by this loop.
+		for deadline := time.Now().Add(100 * time.Millisecond); mostQueued(feed, f.branchA) > 0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
 	}
 
 	// What was sent is still read, numbered without gaps, then the end.

@@ -147,6 +147,54 @@ type machineSubscription struct {
 	closed bool
 	err    error
 	index  int // position in feed.subs[branch] while open
+	// direct, while set, takes the subscription's deliveries in place of
+	// ch (see directDelivery).
+	direct directDelivery
+}
+
+// directDelivery sends a watcher's deliveries from the feed's own
+// goroutine, while the watcher's goroutine sleeps. Waking thousands of
+// goroutines for every delivery round, each to make one write, costs the
+// server several times the write itself; a watcher whose connection can
+// be written without blocking lets the feed make that write instead.
+//
+// A watcher enters direct delivery when it has nothing queued and nothing
+// left to write (machineSubscription.goDirect). The feed calls deliverNow
+// with f.mu held, so deliverNow must never block: what it cannot finish at
+// once goes back to the watcher's goroutine through ch, and the watcher
+// stays out of direct delivery until it enters again.
+type directDelivery interface {
+	deliverNow(events []*machineEvent) directResult
+}
+
+// directResult is what deliverNow did with a delivery.
+type directResult int
+
+const (
+	// deliveredNow: the delivery was written to the client in full.
+	deliveredNow directResult = iota
+	// deliveredUnflushed: the delivery was accepted, but part of it is
+	// still waiting to be written; the watcher's goroutine must finish the
+	// write (it is sent an empty delivery) before anything else.
+	deliveredUnflushed
+	// notDelivered: nothing was done (a resync, or the connection was busy
+	// with another write); the watcher's goroutine must handle the delivery.
+	notDelivered
+)
+
+// goDirect hands the subscription's deliveries to d until d cannot take
+// one at once, and reports whether it did: it does not when a delivery is
+// queued already (the watcher must handle it first, to keep the order) or
+// the subscription has ended.
+func (s *machineSubscription) goDirect(d directDelivery) bool {
+	f := s.feed
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if s.closed || s.direct != nil || len(s.ch) > 0 {
+		return false
+	}
+	s.direct = d
+	return true
 }
 
 // newMachineFeed returns the feed of hub's machine notifications. It
@@ -188,9 +236,11 @@ func (f *machineFeed) subscribe(branch uuid.UUID) *machineSubscription {
 	return s
 }
 
-// Events returns the subscription's deliveries: each a non-empty slice of
-// events, which the receiver must not modify. It is closed when the
-// subscriber is dropped, the feed stops, or Close is called.
+// Events returns the subscription's deliveries: each a slice of events,
+// which the receiver must not modify. An empty delivery comes only after
+// direct delivery was left with a write unfinished: it asks the receiver
+// to finish that write. Events is closed when the subscriber is dropped,
+// the feed stops, or Close is called.
 func (s *machineSubscription) Events() <-chan []*machineEvent { return s.ch }
 
 // Err tells why Events was closed: realtime.ErrSlowConsumer when dropped
@@ -215,6 +265,7 @@ func (s *machineSubscription) Close() {
 
 func (s *machineSubscription) closeLocked(err error) {
 	s.closed = true
+	s.direct = nil
 	s.err = err
 	close(s.ch)
 }
@@ -424,11 +475,20 @@ func (f *machineFeed) release(branch uuid.UUID) {
 }
 
 // fanOutLocked sends a delivery to every watcher of list; f.mu held. It
-// walks the list backwards, because dropping a watcher moves the last one
-// into its place, which a backwards walk has already served.
+// walks the list in the order the watchers subscribed: over HTTP/2 the
+// connection's writer looks for the next stream with a frame to send in
+// the order its streams opened, so waking the streams in that same order
+// lets it find each frame at once instead of walking past every idle
+// stream of the connection (a cost that grew with the square of the
+// streams per connection). Dropping a watcher moves the last one into its
+// place, so after a drop the same position is served again.
 func (f *machineFeed) fanOutLocked(list []*machineSubscription, events []*machineEvent) {
-	for i := len(list) - 1; i >= 0; i-- {
-		f.sendLocked(list[i], events)
+	for i, n := 0, len(list); i < n; {
+		if f.sendLocked(list[i], events) {
+			i++
+			continue
+		}
+		n--
 	}
 }
 
@@ -443,15 +503,26 @@ func (f *machineFeed) resync() {
 	}
 }
 
-// sendLocked puts a delivery in s's buffer, or drops s if it is full;
-// f.mu held.
-func (f *machineFeed) sendLocked(s *machineSubscription, events []*machineEvent) {
+// sendLocked puts a delivery in s's buffer and reports true, or drops s
+// if its buffer is full and reports false; f.mu held.
+func (f *machineFeed) sendLocked(s *machineSubscription, events []*machineEvent) bool {
+	if s.direct != nil {
+		switch s.direct.deliverNow(events) {
+		case deliveredNow:
+			return true
+		case deliveredUnflushed:
+			events = nil
+		}
+		s.direct = nil
+	}
 	select {
 	case s.ch <- events:
+		return true
 	default:
 		f.removeLocked(s)
 		s.closeLocked(realtime.ErrSlowConsumer)
 		f.log.Warn("machine watcher dropped: buffer full", "branch", s.branch, "buffer", cap(s.ch))
+		return false
 	}
 }
 

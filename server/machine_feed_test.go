@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,6 +176,84 @@ func TestMachineFeed(t *testing.T) {
 		}
 		if _, ok := feed.eventFor(proto.Clone(ev.Machine).(*nxgv1.Machine)); ok {
 			t.Fatal("eventFor found an event for a copy of its machine")
+		}
+	})
+
+	t.Run("DirectDelivery", func(t *testing.T) {
+		t.Parallel()
+		d := testkit.NewDatabase(t)
+		fl := newFloor(t, d)
+		feed := newMachineFeed(d.Pool, fl.Hub, slog.New(slog.DiscardHandler))
+		branch := feedTestBranch(t, d, "Feed Direct")
+		m := feedTestMachine(t, d, branch, "Rower")
+		sub := feed.subscribe(branch)
+		defer sub.Close()
+		sink := &recordingDirect{got: make(chan []*machineEvent, 10)}
+		queued := func() int {
+			feed.mu.Lock()
+			defer feed.mu.Unlock()
+			return len(sub.ch)
+		}
+
+		// Taken at once: the watcher's goroutine is not sent anything.
+		if !sub.goDirect(sink) {
+			t.Fatal("goDirect refused an idle subscription")
+		}
+		if sub.goDirect(sink) {
+			t.Fatal("goDirect accepted a subscription already direct")
+		}
+		feedTestToggle(t, d, branch, true, m)
+		if evs := <-sink.got; len(evs) != 1 || evs[0].id != m {
+			t.Fatalf("direct delivery = %v", evs)
+		}
+		if n := queued(); n != 0 {
+			t.Fatalf("%d deliveries queued for a watcher in direct delivery", n)
+		}
+
+		// Accepted but not all written: the watcher is sent an empty
+		// delivery to finish the write, and later deliveries queue.
+		sink.result.Store(int32(deliveredUnflushed))
+		feedTestToggle(t, d, branch, false, m)
+		<-sink.got
+		if evs, ok := <-sub.Events(); !ok || len(evs) != 0 {
+			t.Fatalf("after an unfinished direct write the watcher got %v (open %v), want an empty delivery", evs, ok)
+		}
+		feedTestToggle(t, d, branch, true, m)
+		if ev := nextMachineEvent(t, sub); ev.id != m || ev.version != 4 {
+			t.Fatalf("queued delivery = %+v", ev)
+		}
+		select {
+		case evs := <-sink.got:
+			t.Fatalf("the sink was called again after leaving direct delivery: %v", evs)
+		default:
+		}
+
+		// Refused: the same delivery queues, whole.
+		sink.result.Store(int32(notDelivered))
+		if !sub.goDirect(sink) {
+			t.Fatal("goDirect refused after the queue was drained")
+		}
+		feedTestToggle(t, d, branch, false, m)
+		<-sink.got
+		if ev := nextMachineEvent(t, sub); ev.version != 5 {
+			t.Fatalf("refused direct delivery queued %+v", ev)
+		}
+
+		// Nothing may overtake a queued delivery.
+		feedTestToggle(t, d, branch, true, m)
+		waitUntil(t, "the delivery to queue", func() bool { return queued() == 1 })
+		if sub.goDirect(sink) {
+			t.Fatal("goDirect accepted a subscription with a delivery queued")
+		}
+		nextMachineEvent(t, sub)
+
+		// Closing ends direct delivery.
+		if !sub.goDirect(sink) {
+			t.Fatal("goDirect refused an idle subscription")
+		}
+		sub.Close()
+		if sub.goDirect(sink) {
+			t.Fatal("goDirect accepted a closed subscription")
 		}
 	})
 
@@ -631,4 +710,16 @@ func TestMachineFeedLinger(t *testing.T) {
 			t.Fatal("a change to a branch with one watcher was held instead of delivered at once")
 		}
 	})
+}
+
+// recordingDirect is a directDelivery that records what it is given and
+// answers result (a directResult; deliveredNow at first).
+type recordingDirect struct {
+	result atomic.Int32
+	got    chan []*machineEvent
+}
+
+func (r *recordingDirect) deliverNow(events []*machineEvent) directResult {
+	r.got <- events
+	return directResult(r.result.Load())
 }

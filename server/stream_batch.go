@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -135,7 +136,7 @@ func (h *batchingHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		_ = conn.Close()
 		return nil, nil, err
 	}
-	h.conn = &batchingConn{Conn: conn, writeTimeout: h.writeTimeout}
+	h.conn = newBatchingConn(conn, h.writeTimeout)
 	brw.Writer.Reset(h.conn)
 	return h.conn, brw, nil
 }
@@ -149,15 +150,32 @@ func (h *batchingHijacker) Unwrap() http.ResponseWriter { return h.ResponseWrite
 // write, so a client that stops reading cannot block a writer for ever;
 // that is why the socket's frames are written without a context deadline
 // of their own, which would cost a timer per frame.
+//
+// It is also a machine feed's direct sink (machineDirectSink): the feed
+// appends change frames and writes them without blocking. Bytes such a
+// write leaves behind stay in held and go out first on the next write.
 type batchingConn struct {
 	net.Conn
 	writeTimeout time.Duration
+	// raw is the connection's file descriptor for writes that must not
+	// wait, or nil when the connection has none (then tryHold refuses).
+	raw syscall.RawConn
 
-	// mu serialises writes: the stream's goroutine, the pinger and the
-	// closing handshake all write.
+	// mu serialises writes: the stream's goroutine, the pinger, the
+	// closing handshake and the machine feed all write.
 	mu      sync.Mutex
 	holding bool
 	held    []byte
+}
+
+func newBatchingConn(conn net.Conn, writeTimeout time.Duration) *batchingConn {
+	c := &batchingConn{Conn: conn, writeTimeout: writeTimeout}
+	if sc, ok := conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw = raw
+		}
+	}
+	return c
 }
 
 // Write writes p now, or keeps it for release while a batch is held.
@@ -168,6 +186,14 @@ func (c *batchingConn) Write(p []byte) (int, error) {
 		c.held = append(c.held, p...)
 		return len(p), nil
 	}
+	if len(c.held) > 0 {
+		// What a direct write left behind goes first.
+		c.held = append(c.held, p...)
+		if err := c.writeHeldLocked(); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
 	return c.writeLocked(p)
 }
 
@@ -176,6 +202,20 @@ func (c *batchingConn) writeLocked(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.Conn.Write(p)
+}
+
+// writeHeldLocked writes everything held, waiting up to the write
+// timeout, and empties held.
+func (c *batchingConn) writeHeldLocked() error {
+	_, err := c.writeLocked(c.held)
+	if cap(c.held) > 64<<10 {
+		// A snapshot of a large branch made the buffer big; do not keep
+		// that much per idle socket.
+		c.held = nil
+	} else {
+		c.held = c.held[:0]
+	}
+	return err
 }
 
 func (c *batchingConn) hold() {
@@ -192,18 +232,54 @@ func (c *batchingConn) release() error {
 	if len(c.held) == 0 {
 		return nil
 	}
-	_, err := c.writeLocked(c.held)
-	if err != nil {
+	if err := c.writeHeldLocked(); err != nil {
 		// The library would have reported a failed frame write the same
 		// way: the peer is gone or stopped reading.
-		err = fmt.Errorf("%w: %w", errWSPeerGone, err)
+		return fmt.Errorf("%w: %w", errWSPeerGone, err)
 	}
-	if cap(c.held) > 64<<10 {
-		// A snapshot of a large branch made the buffer big; do not keep
-		// that much per idle socket.
-		c.held = nil
-	} else {
+	return nil
+}
+
+// tryHold starts a direct write if nobody else is writing and nothing is
+// left from before; it never waits. On true, mu stays locked until
+// releaseNow.
+func (c *batchingConn) tryHold() bool {
+	if c.raw == nil || !c.mu.TryLock() {
+		return false
+	}
+	if c.holding || len(c.held) > 0 {
+		c.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// appendChange adds the text frame of one WatchMachines change message.
+func (c *batchingConn) appendChange(seq uint64, ev *machineEvent) {
+	c.held = appendMachineChangeFrame(c.held, seq, ev.jsonBytes())
+}
+
+// releaseNow writes what the direct write holds with one system call that
+// does not wait, keeps what the socket did not take, and unlocks mu. It
+// reports whether everything went out. A failed write is not reported
+// here: the next, waiting write meets the same error.
+func (c *batchingConn) releaseNow() bool {
+	defer c.mu.Unlock()
+	if len(c.held) == 0 {
+		return true
+	}
+	var n int
+	err := c.raw.Write(func(fd uintptr) bool {
+		n, _ = syscall.Write(int(fd), c.held)
+		return true // one attempt: never wait for the socket
+	})
+	if err != nil || n <= 0 {
+		return false
+	}
+	if n == len(c.held) {
 		c.held = c.held[:0]
+		return true
 	}
-	return err
+	c.held = c.held[:copy(c.held, c.held[n:])]
+	return false
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -9,9 +10,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // flushCounter is an http.ResponseWriter that counts the flushes reaching
@@ -237,4 +241,151 @@ func TestBatchingHijackerRefusesNonHijacker(t *testing.T) {
 	if _, _, err := h.Hijack(); err == nil {
 		t.Fatal("hijacking a writer that cannot be hijacked succeeded")
 	}
+}
+
+// directChange is a machine event whose JSON encoding is body.
+func directChange(body string) *machineEvent {
+	ev := &machineEvent{}
+	ev.jsonOnce.Do(func() { ev.json = []byte(body) })
+	return ev
+}
+
+func TestBatchingConnDirectWrites(t *testing.T) {
+	client, server := tcpPair(t)
+	c := newBatchingConn(server, 5*time.Second)
+	if c.raw == nil {
+		t.Fatal("a TCP connection has no raw descriptor for direct writes")
+	}
+	var want []byte
+
+	// A direct write goes out whole, at once.
+	if !c.tryHold() {
+		t.Fatal("tryHold refused an idle connection")
+	}
+	c.appendChange(7, directChange(`{"id":"a"}`))
+	want = appendMachineChangeFrame(want, 7, []byte(`{"id":"a"}`))
+	if !c.releaseNow() {
+		t.Fatal("releaseNow left a small write unfinished")
+	}
+
+	// A batch held by the stream's goroutine, or another writer holding
+	// the connection, makes tryHold refuse rather than wait.
+	c.hold()
+	if c.tryHold() {
+		t.Fatal("tryHold took a connection whose batch is held")
+	}
+	if err := c.release(); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	if c.tryHold() {
+		t.Fatal("tryHold took a connection another writer holds")
+	}
+	c.mu.Unlock()
+
+	// A peer that does not read fills the socket: the direct write keeps
+	// what did not go out, and tryHold refuses until it has been written.
+	big := `{"pad":"` + strings.Repeat("x", 60<<10) + `"}`
+	seq := uint64(8)
+	for done := false; !done; seq++ {
+		if seq > 10_000 {
+			t.Fatal("the socket never filled")
+		}
+		if !c.tryHold() {
+			t.Fatal("tryHold refused while everything had gone out")
+		}
+		c.appendChange(seq, directChange(big))
+		want = appendMachineChangeFrame(want, seq, []byte(big))
+		done = !c.releaseNow()
+	}
+	if c.tryHold() {
+		t.Fatal("tryHold took a connection with bytes left over")
+	}
+
+	// The next ordinary write (a ping, the library's next frame) sends
+	// the leftover first, waiting for the peer to read.
+	want = append(want, "ping"...)
+	got := make(chan []byte, 1)
+	go func(size int) {
+		_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b := make([]byte, size)
+		_, _ = io.ReadFull(client, b)
+		got <- b
+	}(len(want))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("peer read %d bytes, not the %d written in order", len(b), len(want))
+	}
+	if !c.tryHold() {
+		t.Fatal("tryHold refused after the leftover went out")
+	}
+	if !c.releaseNow() {
+		t.Fatal("an empty direct write did not finish")
+	}
+}
+
+func TestBatchingConnWithoutRawDescriptor(t *testing.T) {
+	// net.Pipe has no file descriptor: direct writes are refused and the
+	// stream's goroutine writes everything.
+	_, server := net.Pipe()
+	defer server.Close()
+	c := newBatchingConn(server, time.Second)
+	if c.tryHold() {
+		t.Fatal("tryHold took a connection without a raw descriptor")
+	}
+}
+
+// TestMachineChangeFrameOverWebSocket has the real WebSocket client read
+// frames written directly, at each of the three payload length encodings.
+func TestMachineChangeFrameOverWebSocket(t *testing.T) {
+	bodies := []string{
+		`{"id":"short"}`, // 7-bit length
+		`{"pad":"` + strings.Repeat("m", 300) + `"}`,    // 16-bit length
+		`{"pad":"` + strings.Repeat("l", 70_000) + `"}`, // 64-bit length
+		`{"pad":"` + strings.Repeat("e", 126-35) + `"}`, // around the first boundary
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := &batchingHijacker{ResponseWriter: w, writeTimeout: 5 * time.Second}
+		conn, err := websocket.Accept(h, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+		if err != nil {
+			t.Errorf("accept: %v", err)
+			return
+		}
+		defer func() { _ = conn.CloseNow() }()
+		for i, b := range bodies {
+			if !h.conn.tryHold() {
+				t.Error("tryHold refused an idle socket")
+				return
+			}
+			h.conn.appendChange(uint64(i+1), directChange(b))
+			if !h.conn.releaseNow() {
+				// The leftover goes out with the next ordinary write.
+				_ = h.conn.release()
+			}
+		}
+		// Wait for the client to close.
+		_, _, _ = conn.Read(context.Background())
+	}))
+	defer srv.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.CloseNow() }()
+	conn.SetReadLimit(1 << 20)
+	for i, b := range bodies {
+		typ, data, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if want := machineChangeFrame(uint64(i+1), []byte(b)); typ != websocket.MessageText || !bytes.Equal(data, want) {
+			t.Fatalf("frame %d: %v message of %d bytes, want the %d-byte text %.40q", i, typ, len(data), len(want), want)
+		}
+	}
+	_ = conn.Close(websocket.StatusNormalClosure, "")
 }

@@ -47,6 +47,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -506,7 +507,13 @@ func (s *wsSocket) write(frame []byte) error {
 // streamMachines relays WatchMachines. A change is encoded once by the
 // machine service for every watcher; only its sequence is this socket's, so
 // the frame is spliced from the two instead of marshalling per socket.
+// While the socket is idle the machine feed writes those frames to the
+// connection itself (direct delivery), when the connection allows it.
 func (s *wsSocket) streamMachines(branch uuid.UUID) error {
+	var sink machineDirectSink
+	if c, ok := s.batch.(*batchingConn); ok && c.raw != nil {
+		sink = c
+	}
 	return fellBehind(s.h.machines.watch(s.ctx, branch, s.batch, func(msg *nxgv1.WatchMachinesResponse, ev *machineEvent) error {
 		if ev == nil {
 			frame, err := protojson.Marshal(msg)
@@ -516,7 +523,7 @@ func (s *wsSocket) streamMachines(branch uuid.UUID) error {
 			return s.write(frame)
 		}
 		return s.write(machineChangeFrame(msg.GetSequence(), ev.jsonBytes()))
-	}))
+	}, sink))
 }
 
 // machineChangeFrame is the protojson of a WatchMachinesResponse carrying
@@ -524,11 +531,37 @@ func (s *wsSocket) streamMachines(branch uuid.UUID) error {
 // uint64 as a string.
 func machineChangeFrame(sequence uint64, machineJSON []byte) []byte {
 	frame := make([]byte, 0, len(machineJSON)+48)
-	frame = append(frame, `{"sequence":"`...)
-	frame = strconv.AppendUint(frame, sequence, 10)
-	frame = append(frame, `","machine":`...)
-	frame = append(frame, machineJSON...)
-	return append(frame, '}')
+	return appendMachineChange(frame, sequence, machineJSON)
+}
+
+func appendMachineChange(buf []byte, sequence uint64, machineJSON []byte) []byte {
+	buf = append(buf, `{"sequence":"`...)
+	buf = strconv.AppendUint(buf, sequence, 10)
+	buf = append(buf, `","machine":`...)
+	buf = append(buf, machineJSON...)
+	return append(buf, '}')
+}
+
+// appendMachineChangeFrame appends the whole WebSocket frame of
+// machineChangeFrame: a final, unmasked text frame (RFC 6455, section
+// 5.2), as a server sends it. The machine feed writes these itself in
+// direct delivery, where the library's writes (one message at a time,
+// each waiting for its locks and for the socket) cannot be used.
+func appendMachineChangeFrame(buf []byte, sequence uint64, machineJSON []byte) []byte {
+	var digits [20]byte
+	size := len(`{"sequence":"`) + len(strconv.AppendUint(digits[:0], sequence, 10)) + len(`","machine":`) + len(machineJSON) + 1
+	const finText = 0x81
+	switch {
+	case size < 126:
+		buf = append(buf, finText, byte(size))
+	case size <= 0xFFFF:
+		buf = append(buf, finText, 126)
+		buf = binary.BigEndian.AppendUint16(buf, uint16(size))
+	default:
+		buf = append(buf, finText, 127)
+		buf = binary.BigEndian.AppendUint64(buf, uint64(size))
+	}
+	return appendMachineChange(buf, sequence, machineJSON)
 }
 
 // streamSession relays WatchSession.
