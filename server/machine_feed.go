@@ -41,14 +41,15 @@ const (
 	// machineFeedLingerPerWatcher and machineFeedMaxLinger set how long the
 	// feed holds a change to a busy branch, to send it together with the
 	// changes that follow (see lingerFor).
-	machineFeedLingerPerWatcher = 5 * time.Microsecond
+	machineFeedLingerPerWatcher = 3 * time.Microsecond
 	machineFeedMaxLinger        = 100 * time.Millisecond
 	// machineFeedBusyWatchers is the number of watchers from which a
 	// branch's changes are held at all, and machineFeedMinLinger the
-	// shortest hold then: long enough for a branch changing a few dozen
-	// times a second to send two changes a write, not one.
+	// shortest hold then: long enough for changes that come in a burst (a
+	// batch of console reports, staff acting on several machines) to go
+	// out in one write.
 	machineFeedBusyWatchers = 200
-	machineFeedMinLinger    = 20 * time.Millisecond
+	machineFeedMinLinger    = 10 * time.Millisecond
 	// machineEventsRemembered is how many recent events the codec can find
 	// by their Machine message (see eventFor). Older events are still sent
 	// correctly, only encoded per stream.
@@ -446,15 +447,18 @@ func (f *machineFeed) publish(branch uuid.UUID, events []*machineEvent) {
 }
 
 // lingerFor is how long changes to a branch with n watchers are held to
-// travel together. Every delivery wakes each watcher, which then makes one
-// write to its client: a few microseconds of CPU per watcher, whether it
-// carries one change or ten. With thousands of watchers on a busy branch
-// that cost per delivery, not the size of the changes, is what limits the
-// server. Holding changes for about twice as long as one round of
-// deliveries costs keeps that round under half the CPU, however fast the
-// branch changes, at the price of a bounded delay that grows with the
-// number of watchers: none below a hundred watchers, 50 ms at 5,000, and
-// at most machineFeedMaxLinger.
+// travel together. Every delivery costs one write to each watcher's
+// client (made by the feed itself for watchers in direct delivery, by the
+// watcher's goroutine for the others): a few microseconds of CPU per
+// watcher, whether it carries one change or ten. With thousands of
+// watchers on a busy branch that cost per delivery, not the size of the
+// changes, is what limits the server. Holding changes for about as long as
+// one round of deliveries takes keeps those rounds from filling the CPU,
+// however fast the branch changes, at the price of a bounded delay that
+// grows with the number of watchers: none below machineFeedBusyWatchers,
+// 15 ms at 5,000, 30 ms at 10,000, and at most machineFeedMaxLinger. (The
+// hold was 5 µs a watcher, at least 20 ms, before direct delivery made a
+// round cheaper; docs/performance.md has both measurements.)
 func (f *machineFeed) lingerFor(n int) time.Duration {
 	if n < machineFeedBusyWatchers {
 		return 0

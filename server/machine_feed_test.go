@@ -643,9 +643,9 @@ func TestMachineFeedLinger(t *testing.T) {
 			{0, 0}, {1, 0}, {199, 0}, // a quiet branch gets each change at once
 			{200, machineFeedMinLinger},
 			{1_000, machineFeedMinLinger},
-			{5_000, 25 * time.Millisecond},
-			{10_000, 50 * time.Millisecond},
-			{20_000, machineFeedMaxLinger},
+			{5_000, 15 * time.Millisecond},
+			{10_000, 30 * time.Millisecond},
+			{40_000, machineFeedMaxLinger},
 			{1_000_000, machineFeedMaxLinger},
 		} {
 			if got := feed.lingerFor(tc.watchers); got != tc.want {
