@@ -91,10 +91,9 @@ func (s *auditService) ListAuditEvents(ctx context.Context, req *connect.Request
 	}
 
 	resp := &nxgv1.ListAuditEventsResponse{}
-	if size := params.RowLimit - 1; int32(len(rows)) > size {
-		rows = rows[:size]
-		resp.NextPageToken = pagination.Encode(auditListName, auditCursor{Seq: rows[len(rows)-1].Seq})
-	}
+	rows, resp.NextPageToken = pagination.Page(auditListName, rows, params.RowLimit-1, func(last dbsqlc.AuditEvent) any {
+		return auditCursor{Seq: last.Seq}
+	})
 	resp.Events = make([]*nxgv1.AuditEvent, len(rows))
 	for i, r := range rows {
 		resp.Events[i] = auditEventToProto(r)

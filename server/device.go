@@ -233,11 +233,9 @@ func (s *deviceService) ListDevices(ctx context.Context, req *connect.Request[nx
 		return nil, err
 	}
 	resp := &nxgv1.ListDevicesResponse{}
-	if int32(len(rows)) > size {
-		rows = rows[:size]
-		last := rows[len(rows)-1]
-		resp.NextPageToken = pagination.Encode(deviceListName, deviceCursor{CreatedAt: last.CreatedAt, ID: last.ID})
-	}
+	rows, resp.NextPageToken = pagination.Page(deviceListName, rows, size, func(last dbsqlc.Device) any {
+		return deviceCursor{CreatedAt: last.CreatedAt, ID: last.ID}
+	})
 	resp.Devices = make([]*nxgv1.Device, len(rows))
 	for i, d := range rows {
 		resp.Devices[i] = deviceToProto(d)

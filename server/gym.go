@@ -75,11 +75,9 @@ func (s *gymService) ListBranches(ctx context.Context, req *connect.Request[nxgv
 
 	resp := &nxgv1.ListBranchesResponse{}
 	rows := p.branches
-	if int32(len(rows)) > size {
-		rows = rows[:size]
-		last := rows[len(rows)-1]
-		resp.NextPageToken = pagination.Encode("branches", branchCursor{Name: last.Name, ID: last.ID})
-	}
+	rows, resp.NextPageToken = pagination.Page("branches", rows, size, func(last dbsqlc.Branch) any {
+		return branchCursor{Name: last.Name, ID: last.ID}
+	})
 	byBranch := groupHours(p.hours)
 	resp.Branches = make([]*nxgv1.Branch, len(rows))
 	for i, b := range rows {

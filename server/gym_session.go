@@ -494,11 +494,9 @@ func (s *gymSessionService) ListSessions(ctx context.Context, req *connect.Reque
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
 	resp := &nxgv1.GymSessionServiceListSessionsResponse{}
-	if int32(len(rows)) > size {
-		rows = rows[:size]
-		last := rows[len(rows)-1]
-		resp.NextPageToken = pagination.Encode(gymSessionListName, gymSessionCursor{StartedAt: last.StartedAt, ID: last.ID})
-	}
+	rows, resp.NextPageToken = pagination.Page(gymSessionListName, rows, size, func(last dbsqlc.GymSession) any {
+		return gymSessionCursor{StartedAt: last.StartedAt, ID: last.ID}
+	})
 	resp.Sessions = make([]*nxgv1.GymSession, len(rows))
 	for i, r := range rows {
 		resp.Sessions[i] = gymSessionProto(r)

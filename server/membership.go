@@ -248,11 +248,9 @@ func (s *membershipService) ListMemberships(ctx context.Context, req *connect.Re
 	}
 
 	resp := &nxgv1.ListMembershipsResponse{}
-	if int32(len(rows)) > size {
-		rows = rows[:size]
-		last := rows[len(rows)-1]
-		resp.NextPageToken = pagination.Encode(membershipListName, membershipCursor{CreatedAt: last.CreatedAt, ID: last.ID})
-	}
+	rows, resp.NextPageToken = pagination.Page(membershipListName, rows, size, func(last dbsqlc.Membership) any {
+		return membershipCursor{CreatedAt: last.CreatedAt, ID: last.ID}
+	})
 	resp.Memberships = make([]*nxgv1.Membership, len(rows))
 	for i, m := range rows {
 		resp.Memberships[i] = membershipToProto(m)

@@ -477,11 +477,9 @@ func (s *nutritionService) ListMeals(ctx context.Context, req *connect.Request[n
 		return nil, fmt.Errorf("list meals: %w", err)
 	}
 	resp := &nxgv1.ListMealsResponse{}
-	if int32(len(rows)) > size {
-		rows = rows[:size]
-		last := rows[len(rows)-1]
-		resp.NextPageToken = pagination.Encode(mealsListName, pagination.TimeCursor{Time: last.EatenAt, ID: last.ID})
-	}
+	rows, resp.NextPageToken = pagination.Page(mealsListName, rows, size, func(last dbsqlc.Meal) any {
+		return pagination.TimeCursor{Time: last.EatenAt, ID: last.ID}
+	})
 	if resp.Meals, err = s.mealsToProto(ctx, userID, rows); err != nil {
 		return nil, err
 	}

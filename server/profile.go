@@ -730,11 +730,9 @@ func (s *profileService) ListBodyMetrics(ctx context.Context, req *connect.Reque
 
 	resp := &nxgv1.ListBodyMetricsResponse{Metrics: []*nxgv1.BodyMetrics{}}
 	rows := p.rows
-	if int32(len(rows)) > size {
-		rows = rows[:size]
-		last := rows[len(rows)-1]
-		resp.NextPageToken = pagination.Encode(bodyMetricsListName, pagination.TimeCursor{Time: last.MeasuredAt, ID: last.ID})
-	}
+	rows, resp.NextPageToken = pagination.Page(bodyMetricsListName, rows, size, func(last dbsqlc.BodyMetric) any {
+		return pagination.TimeCursor{Time: last.MeasuredAt, ID: last.ID}
+	})
 	if len(rows) == 0 {
 		return connect.NewResponse(resp), nil
 	}

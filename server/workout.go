@@ -153,11 +153,9 @@ func (s *workoutService) ListExercises(ctx context.Context, req *connect.Request
 		return nil, fmt.Errorf("list exercises: %w", err)
 	}
 	resp := &nxgv1.ListExercisesResponse{}
-	if int32(len(rows)) > size {
-		rows = rows[:size]
-		last := rows[len(rows)-1]
-		resp.NextPageToken = pagination.Encode(exerciseListName, exerciseCursor{Name: last.Name, ID: last.ID})
-	}
+	rows, resp.NextPageToken = pagination.Page(exerciseListName, rows, size, func(last dbsqlc.Exercise) any {
+		return exerciseCursor{Name: last.Name, ID: last.ID}
+	})
 	resp.Exercises = make([]*nxgv1.Exercise, len(rows))
 	for i, r := range rows {
 		resp.Exercises[i] = exerciseProto(r)
@@ -365,11 +363,9 @@ func (s *workoutService) ListWorkoutPlans(ctx context.Context, req *connect.Requ
 		return nil, fmt.Errorf("list plans: %w", err)
 	}
 	resp := &nxgv1.ListWorkoutPlansResponse{}
-	if int32(len(rows)) > size {
-		rows = rows[:size]
-		last := rows[len(rows)-1]
-		resp.NextPageToken = pagination.Encode(workoutPlanListName, pagination.TimeCursor{Time: last.RequestedAt, ID: last.ID})
-	}
+	rows, resp.NextPageToken = pagination.Page(workoutPlanListName, rows, size, func(last dbsqlc.WorkoutPlan) any {
+		return pagination.TimeCursor{Time: last.RequestedAt, ID: last.ID}
+	})
 	for _, r := range rows {
 		plan, err := s.planProto(r)
 		if err != nil {
@@ -691,11 +687,9 @@ func (s *workoutService) ListWorkouts(ctx context.Context, req *connect.Request[
 		return nil, fmt.Errorf("list workouts: %w", err)
 	}
 	resp := &nxgv1.ListWorkoutsResponse{}
-	if int32(len(rows)) > size {
-		rows = rows[:size]
-		last := rows[len(rows)-1]
-		resp.NextPageToken = pagination.Encode(workoutListName, pagination.TimeCursor{Time: last.Workout.StartedAt, ID: last.Workout.ID})
-	}
+	rows, resp.NextPageToken = pagination.Page(workoutListName, rows, size, func(last dbsqlc.WorkoutListRow) any {
+		return pagination.TimeCursor{Time: last.Workout.StartedAt, ID: last.Workout.ID}
+	})
 	for _, r := range rows {
 		resp.Workouts = append(resp.Workouts, workoutProto(r.Workout, r.SetCount, r.VolumeKg))
 	}

@@ -40,6 +40,18 @@ func SizeWithin(requested, def, most int32) int32 {
 	}
 }
 
+// Page cuts rows, read with a limit of size+1, to one page of at most
+// size rows. When the extra row came back there is a next page, and Page
+// returns its token for list, made by cursor from the last row kept;
+// otherwise the token is "".
+func Page[T any](list string, rows []T, size int32, cursor func(last T) any) ([]T, string) {
+	if int32(len(rows)) <= size {
+		return rows, ""
+	}
+	rows = rows[:size]
+	return rows, Encode(list, cursor(rows[len(rows)-1]))
+}
+
 // TimeCursor is the keyset position after the last row of a page ordered
 // by (time, id), the cursor of most lists: the row's time and id.
 type TimeCursor struct {

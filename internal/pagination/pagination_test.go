@@ -176,3 +176,32 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestPage(t *testing.T) {
+	t.Parallel()
+	cursorOf := func(last int) any { return map[string]int{"n": last} }
+
+	// A short read is the last page: no token.
+	rows, token := Page("numbers", []int{1, 2}, 3, cursorOf)
+	if len(rows) != 2 || token != "" {
+		t.Fatalf("short read = %v, %q; want both rows and no token", rows, token)
+	}
+	rows, token = Page("numbers", []int{1, 2, 3}, 3, cursorOf)
+	if len(rows) != 3 || token != "" {
+		t.Fatalf("exactly a page = %v, %q; want all rows and no token", rows, token)
+	}
+
+	// The extra row is cut, and the token resumes after the last row kept.
+	rows, token = Page("numbers", []int{1, 2, 3, 4}, 3, cursorOf)
+	if len(rows) != 3 || rows[2] != 3 || token == "" {
+		t.Fatalf("page with more = %v, %q; want three rows and a token", rows, token)
+	}
+	var cursor map[string]int
+	ok, err := Decode("numbers", token, &cursor)
+	if err != nil || !ok || cursor["n"] != 3 {
+		t.Fatalf("token decodes to %v (%v, %v), want the cursor of row 3", cursor, ok, err)
+	}
+	if _, err := Decode("letters", token, &cursor); err == nil {
+		t.Fatal("the token was accepted by another list")
+	}
+}
