@@ -59,6 +59,7 @@ type machineService struct {
 // NewMachineService returns the MachineService handler.
 func NewMachineService(pool *pgxpool.Pool, id Identity, fl Floor, guard *streamGuard, logger *slog.Logger) *machineService {
 	feed := newMachineFeed(pool, fl.Hub, logger)
+	feed.lag = fl.Lag
 	return &machineService{
 		pool: pool, id: id, fl: fl, guard: guard, feed: feed, log: logger,
 		queries: dbsqlc.New(), now: time.Now,

@@ -71,6 +71,9 @@ type machineFeed struct {
 
 	// lingerPerWatcher is machineFeedLingerPerWatcher; tests set it.
 	lingerPerWatcher time.Duration
+	// lag measures how far the feed runs behind the database; nil
+	// measures nothing.
+	lag *FeedLag
 
 	mu       sync.Mutex
 	subs     map[uuid.UUID][]*machineSubscription // by branch; a slice is the fastest to fan out over
@@ -102,6 +105,8 @@ type machineEvent struct {
 	branch  uuid.UUID
 	id      uuid.UUID
 	version int64
+	// committed is the machine's updated_at: when the change was written.
+	committed time.Time
 
 	protoOnce sync.Once
 	proto     []byte
@@ -412,11 +417,12 @@ func (f *machineFeed) deliver(rows []dbsqlc.Machine) {
 			continue
 		}
 		f.versions[r.ID] = r.Version
-		ev := &machineEvent{Machine: machineProto(r), branch: r.BranchID, id: r.ID, version: r.Version}
+		ev := &machineEvent{Machine: machineProto(r), branch: r.BranchID, id: r.ID, version: r.Version, committed: r.UpdatedAt}
 		byBranch[r.BranchID] = append(byBranch[r.BranchID], ev)
 	}
 	f.mu.Unlock()
 	for branch, events := range byBranch {
+		f.lag.loaded(events)
 		// Remembered before any watcher can send them, so the codecs find
 		// their shared bytes.
 		for _, ev := range events {
@@ -440,6 +446,7 @@ func (f *machineFeed) publish(branch uuid.UUID, events []*machineEvent) {
 	linger := f.lingerFor(len(list))
 	if linger == 0 {
 		f.fanOutLocked(list, events)
+		f.lag.handedOut(events)
 		return
 	}
 	f.held[branch] = slices.Clone(events)
@@ -476,6 +483,7 @@ func (f *machineFeed) release(branch uuid.UUID) {
 	}
 	delete(f.held, branch)
 	f.fanOutLocked(f.subs[branch], events)
+	f.lag.handedOut(events)
 }
 
 // fanOutLocked sends a delivery to every watcher of list; f.mu held. It

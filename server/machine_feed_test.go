@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -124,6 +125,12 @@ func TestMachineFeed(t *testing.T) {
 		d := testkit.NewDatabase(t)
 		fl := newFloor(t, d)
 		feed := newMachineFeed(d.Pool, fl.Hub, slog.New(slog.DiscardHandler))
+		reg := prometheus.NewRegistry()
+		lag, err := NewFeedLag(reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		feed.lag = lag
 		branch := feedTestBranch(t, d, "Feed A")
 		other := feedTestBranch(t, d, "Feed B")
 		rower := feedTestMachine(t, d, branch, "Rower")
@@ -142,7 +149,7 @@ func TestMachineFeed(t *testing.T) {
 
 		// A second notification of a version already delivered sends
 		// nothing; the next real change does.
-		err := db.WithTx(context.Background(), d.Pool, func(tx pgx.Tx) error {
+		err = db.WithTx(context.Background(), d.Pool, func(tx pgx.Tx) error {
 			return floor.NotifyMachines(context.Background(), tx, branch, floor.MachineVersion{ID: rower, Version: 2})
 		})
 		if err != nil {
@@ -161,6 +168,13 @@ func TestMachineFeed(t *testing.T) {
 		case ev := <-sub.Events():
 			t.Fatalf("unexpected event %+v", ev)
 		default:
+		}
+		// Each change delivered, and only those, was measured at both
+		// stages, from its commit: well under the test's own timeout.
+		for _, stage := range []string{feedStageLoaded, feedStageHandedOut} {
+			if count, sum := feedLagStage(t, reg, stage); count != 3 || sum <= 0 || sum > 30 {
+				t.Fatalf("%s lag: %d observations summing to %v s, want the 3 changes delivered", stage, count, sum)
+			}
 		}
 
 		// The shared encodings are the machine's.

@@ -85,6 +85,9 @@ type Floor struct {
 	// Draining is cancelled when the server starts shutting down: live
 	// streams end then, so the HTTP server's drain does not wait on them.
 	Draining context.Context
+	// Lag measures how far the machine feed runs behind the database;
+	// nil measures nothing.
+	Lag *FeedLag
 }
 
 func (f Floor) complete() bool {

@@ -193,6 +193,10 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
+	feedLag, err := server.NewFeedLag(a.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
 
 	a.hub = realtime.NewHub(realtime.Options{
 		DatabaseURL: cfg.DatabaseURL.Reveal(),
@@ -243,6 +247,7 @@ func New(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *App, e
 			Codes:    codes,
 			Settings: floorSettings(cfg.Floor),
 			Draining: streamsCtx,
+			Lag:      feedLag,
 		},
 	})
 	if err != nil {
