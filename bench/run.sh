@@ -73,7 +73,7 @@ trap stop_server EXIT
 
 load() {
   # shellcheck disable=SC2086 # LOAD_ARGS is a list of flags.
-  taskset -c "$TOOL_CPU" bin/nxg-load -addr "http://127.0.0.1:${PORT}" -server-pid "$server_pid" ${LOAD_ARGS:-} "$@"
+  taskset -c "$TOOL_CPU" bin/nxg-load -addr "http://127.0.0.1:${PORT}" -server-pid "$server_pid" -server-metrics "http://127.0.0.1:${OPS_PORT}/metrics" ${LOAD_ARGS:-} "$@"
 }
 
 {

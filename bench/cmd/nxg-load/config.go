@@ -76,6 +76,9 @@ type Config struct {
 
 	// ServerPID is the server process to sample for CPU time and memory.
 	ServerPID int
+	// ServerMetrics is the server's /metrics URL (on its ops port), to
+	// report its own feed lag next to the tool's latency.
+	ServerMetrics string
 	// JSON prints the report as JSON instead of text.
 	JSON bool
 	// JSONFile also writes the JSON report to this file.
@@ -113,6 +116,7 @@ func parseConfig(args []string, usageOut io.Writer) (Config, error) {
 	fs.BoolVar(&c.AllBranches, "all-branches", true, "in report mode, use the machines of every branch (more consoles)")
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", 4000, "cap on concurrent report RPCs; reports due beyond it are counted as not sent")
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "server process id, to report its CPU seconds and peak RSS from /proc")
+	fs.StringVar(&c.ServerMetrics, "server-metrics", "", "server's /metrics URL on its ops port (e.g. http://127.0.0.1:9090/metrics), to report the server's own feed lag")
 	fs.BoolVar(&c.JSON, "json", false, "print the report as JSON")
 	fs.StringVar(&c.JSONFile, "json-file", "", "also write the JSON report to this file")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile to this file")

@@ -155,6 +155,7 @@ func watch(ctx context.Context, cfg Config, env *environment, logf func(string, 
 
 	d := &driver{env: env}
 	heldAtStart := r.connectedCount()
+	lagBefore := r.scrapeLag(ctx, logf)
 	before := sampleProcs(cfg)
 	measureStart := time.Now()
 	r.phase.Store(phaseMeasuring)
@@ -175,6 +176,7 @@ func watch(ctx context.Context, cfg Config, env *environment, logf func(string, 
 	}
 	elapsed := time.Since(measureStart)
 	after := sampleProcs(cfg)
+	lagAfter := r.scrapeLag(ctx, logf)
 	heldAtEnd := r.connectedCount()
 	r.phase.Store(phaseDone)
 	stopAll()
@@ -211,6 +213,9 @@ func watch(ctx context.Context, cfg Config, env *environment, logf func(string, 
 	r.errMu.Lock()
 	rep.Errors, rep.FirstOther = r.errs, r.firstOther
 	r.errMu.Unlock()
+	if lagBefore != nil && lagAfter != nil {
+		rep.ServerLag = feedLagSince(lagBefore, lagAfter)
+	}
 	rep.Server, rep.Tool = procDeltas(before, after, elapsed)
 	if rep.Server != nil && rep.Delivery.Delivered > 0 {
 		rep.ServerUSPerDelivered = rep.Server.CPUSeconds * 1e6 / float64(rep.Delivery.Delivered)

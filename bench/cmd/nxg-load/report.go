@@ -54,6 +54,9 @@ type WatchReport struct {
 	Latency        Summary  `json:"latency"` // receipt minus Machine.updated_at
 	LatencyConnect *Summary `json:"latency_connect,omitempty"`
 	LatencyWS      *Summary `json:"latency_ws,omitempty"`
+	// ServerLag is the server's own feed lag over the measurement, by
+	// stage, when -server-metrics is set.
+	ServerLag []ServerLag `json:"server_feed_lag,omitempty"`
 
 	Errors map[string]uint64 `json:"errors,omitempty"` // failed opens and ended streams, by kind
 
@@ -155,6 +158,10 @@ func (r WatchReport) writeText(w io.Writer) {
 	}
 	if r.LatencyWS != nil {
 		fmt.Fprintf(w, "    WebSockets           %s\n", fmtSummary(*r.LatencyWS))
+	}
+	for _, l := range r.ServerLag {
+		fmt.Fprintf(w, "  server lag %-11s p50 %.1f ms  p90 %.1f ms  p99 %.1f ms  (mean %.1f ms, %d changes; from its /metrics)\n",
+			l.Stage, l.P50MS, l.P90MS, l.P99MS, l.MeanMS, l.Count)
 	}
 	fmt.Fprintf(w, "  errors                 %s\n", fmtCounts(r.Errors))
 	fmt.Fprint(w, fmtProc("server", r.Server))

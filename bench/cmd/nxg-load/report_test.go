@@ -21,6 +21,7 @@ func TestWatchReportText(t *testing.T) {
 		Errors:               map[string]uint64{"ws: close 1001 going away": 1},
 		Server:               &ProcDelta{CPUSeconds: 42.5, CPUShare: 0.65, PeakRSSMiB: 812},
 		ServerUSPerDelivered: 2.83, DrainTimedOut: true,
+		ServerLag:            []ServerLag{{Stage: "handed_out", Count: 2999, MeanMS: 12.5, P50MS: 11, P90MS: 20, P99MS: 31.25}},
 	}
 	var b bytes.Buffer
 	rep.writeText(&b)
@@ -38,6 +39,7 @@ func TestWatchReportText(t *testing.T) {
 		"errors                 ws: close 1001 going away 1",
 		"42.50 CPU s (65% of a core), peak RSS 812 MiB (VmHWM: lifetime peak)",
 		"server CPU/delivered   2.83 µs",
+		"server lag handed_out  p50 11.0 ms  p90 20.0 ms  p99 31.2 ms  (mean 12.5 ms, 2999 changes; from its /metrics)",
 		"load tool              not sampled",
 	} {
 		if !strings.Contains(out, want) {
