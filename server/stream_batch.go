@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // A live stream that sends each message to the network on its own pays a
@@ -270,7 +271,7 @@ func (c *batchingConn) releaseNow() bool {
 	}
 	var n int
 	err := c.raw.Write(func(fd uintptr) bool {
-		n, _ = syscall.Write(int(fd), c.held)
+		n = writeNoWait(fd, c.held)
 		return true // one attempt: never wait for the socket
 	})
 	if err != nil || n <= 0 {
@@ -282,4 +283,27 @@ func (c *batchingConn) releaseNow() bool {
 	}
 	c.held = c.held[:copy(c.held, c.held[n:])]
 	return false
+}
+
+// writeNoWait writes b to the non-blocking socket fd with one system call
+// and returns how much the socket took (0 on any error, EAGAIN included).
+//
+// It is a raw system call, not syscall.Write, because the write cannot
+// block, and telling the scheduler that it might is what costs: the
+// machine feed makes thousands of these in one delivery round, and for
+// each syscall.Write the runtime may hand the feed's processor to another
+// goroutine, so that the rest of the round waits in the run queue behind
+// whatever runs next. At 5,000 WebSockets on the benchmark machine this
+// took the end of a round from p50 140 ms to 99 ms after the commit, and
+// the server's CPU per delivered message from 3.3 to 3.1 µs
+// (docs/performance.md).
+func writeNoWait(fd uintptr, b []byte) int {
+	if len(b) == 0 {
+		return 0
+	}
+	n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	if errno != 0 {
+		return 0
+	}
+	return int(n)
 }
