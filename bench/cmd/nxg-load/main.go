@@ -188,7 +188,7 @@ func watch(ctx context.Context, cfg Config, env *environment, logf func(string, 
 		RatePerSec: cfg.Rate, DurationS: cfg.Duration.Seconds(), ChangesDue: due,
 		ChangesSkipped: d.skipped.Load(), ChangeOutcomes: d.tally.snapshot(), ChangeNoops: d.noops.Load(),
 		ChangeRPC: d.rpc.Summary(), HeldAtStart: heldAtStart, HeldAtEnd: heldAtEnd, DrainTimedOut: drainTimedOut,
-		Latency: r.latency.Summary(),
+		Latency: r.latency.Summary(), LatencyRead: r.latRead.Summary(),
 	}
 	for _, s := range r.subs {
 		if s.wire == MixConnect {

@@ -51,9 +51,14 @@ type WatchReport struct {
 	Other      uint64   `json:"other_frames"`
 	FirstOther string   `json:"first_other_frame,omitempty"`
 
-	Latency        Summary  `json:"latency"` // receipt minus Machine.updated_at
+	// Latency is receipt (the arrival of the message's last byte at the
+	// tool's socket, as the kernel stamped it) minus Machine.updated_at.
+	Latency        Summary  `json:"latency"`
 	LatencyConnect *Summary `json:"latency_connect,omitempty"`
 	LatencyWS      *Summary `json:"latency_ws,omitempty"`
+	// LatencyRead is the time the tool's goroutine read the message
+	// minus Machine.updated_at: Latency plus the tool's own queue.
+	LatencyRead Summary `json:"latency_read"`
 	// ServerLag is the server's own feed lag over the measurement, by
 	// stage, when -server-metrics is set.
 	ServerLag []ServerLag `json:"server_feed_lag,omitempty"`
@@ -159,6 +164,7 @@ func (r WatchReport) writeText(w io.Writer) {
 	if r.LatencyWS != nil {
 		fmt.Fprintf(w, "    WebSockets           %s\n", fmtSummary(*r.LatencyWS))
 	}
+	fmt.Fprintf(w, "  commit→read by tool    %s\n", fmtSummary(r.LatencyRead))
 	for _, l := range r.ServerLag {
 		fmt.Fprintf(w, "  server lag %-11s p50 %.1f ms  p90 %.1f ms  p99 %.1f ms  (mean %.1f ms, %d changes; from its /metrics)\n",
 			l.Stage, l.P50MS, l.P90MS, l.P99MS, l.MeanMS, l.Count)

@@ -26,11 +26,16 @@ const deviceNamePrefix = "nxg-load console "
 // own connection pool: the subscribers are spread over several so no
 // connection carries more streams than the server allows (250).
 func h2cClient() *http.Client {
+	return h2cClientDialing((&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext)
+}
+
+// h2cClientDialing is h2cClient with its connections made by dial.
+func h2cClientDialing(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Client {
 	protocols := new(http.Protocols)
 	protocols.SetUnencryptedHTTP2(true)
 	return &http.Client{Transport: &http.Transport{
 		Protocols:   protocols,
-		DialContext: (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext: dial,
 		HTTP2: &http.HTTP2Config{
 			// Reads of many streams on one connection must not stall on
 			// flow control while the tool is busy: a generous window.

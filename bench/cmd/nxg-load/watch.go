@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -101,14 +100,16 @@ type watchRun struct {
 	machineIdx map[string]int
 
 	phase     atomic.Int32
-	latency   Histogram // every change message received while measuring
+	latency   Histogram // every change message received while measuring, to its arrival
 	latConn   Histogram // the Connect streams' share
 	latWS     Histogram // the WebSockets' share
+	latRead   Histogram // every change message, to when the tool read it
 	subs      []*subscriber
 	readyCh   chan struct{}
 	readyLeft atomic.Int64
 
 	h2c      []*http.Client
+	h2cConns []*arrivalHolder // the connection of each h2c client
 	streams  []nxgv1connect.MachineServiceClient
 	wsClient *http.Client
 
@@ -134,13 +135,16 @@ func newWatchRun(cfg Config, env *environment) *watchRun {
 		}
 	}
 	for range (nConnect + cfg.StreamsPerConn - 1) / cfg.StreamsPerConn {
-		c := h2cClient()
+		holder := &arrivalHolder{}
+		c := h2cClientDialing(arrivalDialer(holder))
 		r.h2c = append(r.h2c, c)
+		r.h2cConns = append(r.h2cConns, holder)
 		r.streams = append(r.streams, nxgv1connect.NewMachineServiceClient(c, cfg.Addr, opts...))
 	}
-	// WebSockets need HTTP/1.1 (the upgrade), one connection each.
+	// WebSockets need HTTP/1.1 (the upgrade), one connection each; each
+	// dial puts its connection in the holder of the subscriber dialling.
 	r.wsClient = &http.Client{Transport: &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:         arrivalDialer(nil),
 		MaxIdleConnsPerHost: -1,
 	}}
 	connectSeen := 0
@@ -259,6 +263,7 @@ func (r *watchRun) runSubscriber(ctx context.Context, s *subscriber) {
 
 func (r *watchRun) watchConnect(ctx context.Context, s *subscriber) error {
 	client := r.streams[s.index/r.cfg.StreamsPerConn]
+	conn := r.h2cConns[s.index/r.cfg.StreamsPerConn]
 	stream, err := client.WatchMachines(ctx, bearer(&nxgv1.WatchMachinesRequest{BranchId: r.env.Branch.GetId()}, r.env.Token))
 	if err != nil {
 		return err
@@ -276,7 +281,10 @@ func (r *watchRun) watchConnect(ctx context.Context, s *subscriber) error {
 				return errors.New("stream did not start with a snapshot")
 			}
 			m := ev.Machine
-			r.onChange(s, msg.GetSequence(), m.GetId(), m.GetVersion(), m.GetUpdatedAt().AsTime(), now)
+			// The connection carries every stream of its client: the last
+			// arrival on it is this message's or later, so the latency is
+			// never understated.
+			r.onChange(s, msg.GetSequence(), m.GetId(), m.GetVersion(), m.GetUpdatedAt().AsTime(), received{at: now, arrived: conn.lastArrival()})
 		default:
 			s.other++
 		}
@@ -298,7 +306,8 @@ func (r *watchRun) wsURL() string {
 }
 
 func (r *watchRun) watchWS(ctx context.Context, s *subscriber) error {
-	dialCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	holder := &arrivalHolder{}
+	dialCtx, cancel := context.WithTimeout(withArrivalHolder(ctx, holder), 30*time.Second)
 	conn, _, err := websocket.Dial(dialCtx, r.wsURL(), &websocket.DialOptions{
 		HTTPClient:      r.wsClient,
 		HTTPHeader:      http.Header{"Authorization": {"Bearer " + r.env.Token}},
@@ -334,7 +343,9 @@ func (r *watchRun) watchWS(ctx context.Context, s *subscriber) error {
 		if _, err := buf.ReadFrom(rd); err != nil {
 			return err
 		}
-		now := time.Now()
+		// The last read holds the frame's last byte: its arrival is the
+		// frame's.
+		now := received{at: time.Now(), arrived: holder.lastArrival()}
 		if err := r.onWSFrame(s, &parser, buf.Bytes(), first, now); err != nil {
 			return err
 		}
@@ -347,7 +358,7 @@ func (r *watchRun) watchWS(ctx context.Context, s *subscriber) error {
 // also checks the frames are what the contract says; changes, the hot path,
 // are read by scanWSChange (decode.go), or with a fast JSON parser for just
 // the fields measured when a frame is not in the shape the scanner expects.
-func (r *watchRun) onWSFrame(s *subscriber, parser *fastjson.Parser, data []byte, first bool, now time.Time) error {
+func (r *watchRun) onWSFrame(s *subscriber, parser *fastjson.Parser, data []byte, first bool, now received) error {
 	if !first {
 		if c, ok := scanWSChange(data); ok {
 			r.onChange(s, c.seq, c.id, c.version, c.updatedAt, now)
@@ -486,8 +497,25 @@ func (r *watchRun) checkSeq(s *subscriber, seq uint64) {
 	s.lastSeq = seq
 }
 
+// received is when a message reached the tool: when its last byte arrived
+// at the socket (zero if the kernel gave no stamp) and when the tool read
+// it.
+type received struct {
+	at      time.Time
+	arrived time.Time
+}
+
+// arrival is when the message arrived, or when it was read if that is
+// unknown.
+func (r received) arrival() time.Time {
+	if r.arrived.IsZero() {
+		return r.at
+	}
+	return r.arrived
+}
+
 // onChange records one change message.
-func (r *watchRun) onChange(s *subscriber, seq uint64, machineID string, version int64, updatedAt, now time.Time) {
+func (r *watchRun) onChange(s *subscriber, seq uint64, machineID string, version int64, updatedAt time.Time, now received) {
 	r.checkSeq(s, seq)
 	i, ok := r.machineIdx[machineID]
 	if !ok {
@@ -512,7 +540,8 @@ func (r *watchRun) onChange(s *subscriber, seq uint64, machineID string, version
 		return
 	}
 	s.delivered.Add(1)
-	lat := now.Sub(updatedAt)
+	r.latRead.Record(now.at.Sub(updatedAt))
+	lat := now.arrival().Sub(updatedAt)
 	r.latency.Record(lat)
 	if s.wire == MixConnect {
 		r.latConn.Record(lat)

@@ -58,9 +58,11 @@ func TestWSFramesAreTracked(t *testing.T) {
 		r, s := testRun(t)
 		var p fastjson.Parser
 		now := time.Now()
+		// Each frame arrived at now and was read 10 ms later.
+		got := received{at: now.Add(10 * time.Millisecond), arrived: now}
 		feed := func(msg *nxgv1.WatchMachinesResponse, first bool) {
 			t.Helper()
-			if err := r.onWSFrame(s, &p, frame(t, msg, protoNames), first, now); err != nil {
+			if err := r.onWSFrame(s, &p, frame(t, msg, protoNames), first, got); err != nil {
 				t.Fatalf("proto names %v: %v", protoNames, err)
 			}
 		}
@@ -93,7 +95,10 @@ func TestWSFramesAreTracked(t *testing.T) {
 		}
 		lat := r.latency.Summary()
 		if lat.Count != 2 || lat.MaxMS != 60 {
-			t.Errorf("latency %+v, want two samples, max 60 ms", lat)
+			t.Errorf("latency %+v, want two samples, max 60 ms (to the arrival)", lat)
+		}
+		if read := r.latRead.Summary(); read.Count != 2 || read.MaxMS != 70 {
+			t.Errorf("latency to the read %+v, want two samples, max 70 ms", read)
 		}
 		if r.latWS.Summary().Count != 2 || r.latConn.Summary().Count != 0 {
 			t.Error("WebSocket latencies must be recorded as the WebSockets' share")
@@ -105,21 +110,22 @@ func TestWSFrameErrors(t *testing.T) {
 	r, s := testRun(t)
 	var p fastjson.Parser
 	now := time.Now()
-	if err := r.onWSFrame(s, &p, []byte("not json"), true, now); err == nil {
+	got := received{at: now}
+	if err := r.onWSFrame(s, &p, []byte("not json"), true, got); err == nil {
 		t.Error("a frame that is not JSON was accepted")
 	}
-	if err := r.onWSFrame(s, &p, frame(t, changeMsg(1, machineA, 2, now), false), true, now); err == nil ||
+	if err := r.onWSFrame(s, &p, frame(t, changeMsg(1, machineA, 2, now), false), true, got); err == nil ||
 		!strings.Contains(err.Error(), "snapshot") {
 		t.Errorf("a stream starting with a change: %v, want an error about the snapshot", err)
 	}
 	errFrame := []byte(`{"error":{"code":"permission_denied","message":"no"}}`)
-	if err := r.onWSFrame(s, &p, errFrame, true, now); err == nil || !strings.Contains(err.Error(), "permission_denied") {
+	if err := r.onWSFrame(s, &p, errFrame, true, got); err == nil || !strings.Contains(err.Error(), "permission_denied") {
 		t.Errorf("an error frame first: %v, want it quoted", err)
 	}
 	if s.other != 1 || r.firstOther == "" {
 		t.Errorf("other frames %d first %q, want it noted", s.other, r.firstOther)
 	}
-	if err := r.onWSFrame(s, &p, []byte(`{"snapshot":{"machines":"nope"}}`), true, now); err == nil {
+	if err := r.onWSFrame(s, &p, []byte(`{"snapshot":{"machines":"nope"}}`), true, got); err == nil {
 		t.Error("a snapshot that is not a WatchMachinesResponse was accepted")
 	}
 	for _, bad := range []string{
@@ -128,7 +134,7 @@ func TestWSFrameErrors(t *testing.T) {
 		`{"sequence":"2","machine":{"id":"x","version":"3","updatedAt":"yesterday"}}`,
 		`{"sequence":"-2","machine":{"id":"x","version":"3","updatedAt":"2026-01-01T00:00:00Z"}}`,
 	} {
-		if err := r.onWSFrame(s, &p, []byte(bad), false, now); err == nil {
+		if err := r.onWSFrame(s, &p, []byte(bad), false, got); err == nil {
 			t.Errorf("change frame %s was accepted", bad)
 		}
 	}
