@@ -403,7 +403,7 @@ func (s *machineService) watch(ctx context.Context, branch uuid.UUID, batch stre
 	defer sub.Close()
 	// The stream's end closes the subscription, so waiting for a delivery
 	// is a plain channel receive rather than a select that also watches
-	// ctx: one wait per delivery round for thousands of watchers.
+	// ctx: one wait per delivery for thousands of watchers.
 	defer context.AfterFunc(ctx, sub.Close)()
 
 	w := &machineWatcher{seen: make(map[uuid.UUID]int64), sink: sink}

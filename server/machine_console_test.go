@@ -424,12 +424,7 @@ func TestMachineConsoleSlowReader(t *testing.T) {
 	// message the console is sent. The console reads nothing meanwhile.
 	pacer := feed.subscribe(branch)
 	defer pacer.Close()
-	subscribers := func() int {
-		feed.mu.Lock()
-		defer feed.mu.Unlock()
-		return len(feed.subs[branch])
-	}
-	for round := 0; subscribers() > 1; round++ {
+	for round := 0; watcherCount(feed, branch) > 1; round++ {
 		if round == 2000 {
 			t.Fatal("the console that stopped reading was not cut off after 2000 changes")
 		}

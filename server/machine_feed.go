@@ -38,18 +38,28 @@ const (
 	// machineFeedLoadTimeout bounds one load of changed machines, so a stuck
 	// database cannot stall the feed forever.
 	machineFeedLoadTimeout = 5 * time.Second
-	// machineFeedLingerPerWatcher and machineFeedMaxLinger set how long the
-	// feed holds a change to a busy branch, to send it together with the
-	// changes that follow (see lingerFor).
-	machineFeedLingerPerWatcher = 3 * time.Microsecond
-	machineFeedMaxLinger        = 100 * time.Millisecond
-	// machineFeedBusyWatchers is the number of watchers from which a
-	// branch's changes are held at all, and machineFeedMinLinger the
-	// shortest hold then: long enough for changes that come in a burst (a
-	// batch of console reports, staff acting on several machines) to go
-	// out in one write.
+	// machineFeedStep is the most deliveries one step of a branch's
+	// fan-out makes before it rests (see branchFanOut): enough for a
+	// step's writes to go out as one burst (steps of 256 made each write
+	// cost about a quarter more on the benchmark machine, the client
+	// being woken for each), few enough that a step holds the processor,
+	// and the feed's lock, for a few milliseconds only.
+	machineFeedStep = 500
+	// A step's own time divided by machineFeedRestShare is the least rest
+	// after it, for when deliveries cost more than the pace allows for:
+	// the fan-out then still leaves a quarter of the time to the rest of
+	// the process.
+	machineFeedRestShare = 3
+	// machineFeedMinPass is the least time from the start of one pass over
+	// a busy branch's watchers (machineFeedBusyWatchers or more) to the
+	// start of the next: each watcher gets at most one delivery in that
+	// time, however fast the branch changes and however quickly a pass
+	// could be made. A phone shows nothing faster, and the changes that
+	// come meanwhile share the delivery's write, which is most of what a
+	// message costs: at 1,000 watchers the pace alone would write every
+	// change on its own.
+	machineFeedMinPass      = 25 * time.Millisecond
 	machineFeedBusyWatchers = 200
-	machineFeedMinLinger    = 10 * time.Millisecond
 	// machineEventsRemembered is how many recent events the codec can find
 	// by their Machine message (see eventFor). Older events are still sent
 	// correctly, only encoded per stream.
@@ -69,19 +79,19 @@ type machineFeed struct {
 
 	start sync.Once
 
-	// lingerPerWatcher is machineFeedLingerPerWatcher; tests set it.
-	lingerPerWatcher time.Duration
+	// pace returns the least time a step and its rest take per delivery
+	// made (a feedPacer's at); tests set a fixed one.
+	pace func(now time.Time) time.Duration
+	// stepSize is machineFeedStep; tests set it.
+	stepSize int
 	// lag measures how far the feed runs behind the database; nil
 	// measures nothing.
 	lag *FeedLag
 
 	mu       sync.Mutex
-	subs     map[uuid.UUID][]*machineSubscription // by branch; a slice is the fastest to fan out over
-	versions map[uuid.UUID]int64                  // highest version delivered, by machine
-	stopped  error                                // set once the hub stopped
-	// held are the changes of busy branches waiting for their branch's
-	// linger to end, in the order they were loaded.
-	held map[uuid.UUID][]*machineEvent
+	branches map[uuid.UUID]*branchFanOut // by branch, while it has watchers
+	versions map[uuid.UUID]int64         // highest version delivered, by machine
+	stopped  error                       // set once the hub stopped
 
 	// recent maps the Machine message of recent events to its event, so a
 	// codec handed a WatchMachinesResponse can reuse the event's bytes.
@@ -152,7 +162,10 @@ type machineSubscription struct {
 	// Guarded by feed.mu.
 	closed bool
 	err    error
-	index  int // position in feed.subs[branch] while open
+	index  int // position in its branchFanOut's subs while open
+	// handed is the branch's change number up to which the watcher has
+	// been handed changes (see branchFanOut).
+	handed uint64
 	// direct, while set, takes the subscription's deliveries in place of
 	// ch (see directDelivery).
 	direct directDelivery
@@ -160,7 +173,7 @@ type machineSubscription struct {
 
 // directDelivery sends a watcher's deliveries from the feed's own
 // goroutine, while the watcher's goroutine sleeps. Waking thousands of
-// goroutines for every delivery round, each to make one write, costs the
+// goroutines for every step of a pass, each to make one write, costs the
 // server several times the write itself; a watcher whose connection can
 // be written without blocking lets the feed make that write instead.
 //
@@ -207,15 +220,15 @@ func (s *machineSubscription) goDirect(d directDelivery) bool {
 // subscribes to the hub on the first subscribe and stops when the hub does.
 func newMachineFeed(pool *pgxpool.Pool, hub *realtime.Hub, logger *slog.Logger) *machineFeed {
 	return &machineFeed{
-		pool:             pool,
-		hub:              hub,
-		log:              logger.With("component", "machine_feed"),
-		buffer:           machineFeedBuffer,
-		subs:             make(map[uuid.UUID][]*machineSubscription),
-		held:             make(map[uuid.UUID][]*machineEvent),
-		lingerPerWatcher: machineFeedLingerPerWatcher,
-		versions:         make(map[uuid.UUID]int64),
-		recentRing:       make([]*nxgv1.Machine, machineEventsRemembered),
+		pool:       pool,
+		hub:        hub,
+		log:        logger.With("component", "machine_feed"),
+		buffer:     machineFeedBuffer,
+		pace:       newFeedPacer().at,
+		stepSize:   machineFeedStep,
+		branches:   make(map[uuid.UUID]*branchFanOut),
+		versions:   make(map[uuid.UUID]int64),
+		recentRing: make([]*nxgv1.Machine, machineEventsRemembered),
 	}
 }
 
@@ -237,8 +250,15 @@ func (f *machineFeed) subscribe(branch uuid.UUID) *machineSubscription {
 		s.closeLocked(f.stopped)
 		return s
 	}
-	s.index = len(f.subs[branch])
-	f.subs[branch] = append(f.subs[branch], s)
+	b := f.branches[branch]
+	if b == nil {
+		b = &branchFanOut{id: branch}
+		f.branches[branch] = b
+	}
+	// Changes loaded before the subscription are in the snapshot the
+	// watcher reads after it.
+	s.index, s.handed = len(b.subs), b.end()
+	b.subs = append(b.subs, s)
 	return s
 }
 
@@ -279,16 +299,18 @@ func (s *machineSubscription) closeLocked(err error) {
 // removeLocked forgets s, moving the branch's last watcher into its
 // place; f.mu must be held and s open.
 func (f *machineFeed) removeLocked(s *machineSubscription) {
-	list := f.subs[s.branch]
+	b := f.branches[s.branch]
+	list := b.subs
 	last := len(list) - 1
 	list[s.index] = list[last]
 	list[s.index].index = s.index
 	list[last] = nil
 	if last == 0 {
-		delete(f.subs, s.branch)
+		// A step still scheduled for b finds it gone and stops.
+		delete(f.branches, s.branch)
 		return
 	}
-	f.subs[s.branch] = list[:last]
+	b.subs = list[:last]
 }
 
 // snapshot returns every machine of branch, ordered by name then id.
@@ -432,68 +454,165 @@ func (f *machineFeed) deliver(rows []dbsqlc.Machine) {
 	}
 }
 
-// publish fans one delivery out to the watchers of branch without
-// blocking: at once for a quiet branch, after the branch's linger for a
-// busy one, together with the changes that came in meanwhile.
+// branchFanOut hands one branch's changes to its watchers, at a pace.
+//
+// Every delivery costs the server about the same, a write to the
+// watcher's client, whether it carries one change or ten; with thousands
+// of watchers of a busy branch those writes are most of the server's
+// work. Handing each change to every watcher at once would make that
+// work arrive in bursts that take the processor for tens of milliseconds:
+// the next changes, the writers' own commits and every other request wait
+// behind a burst, and the last watcher of a burst waits for all the
+// others. So the watchers are served in steps of at most step deliveries,
+// each followed by a rest (at least pace a delivery, step and rest
+// together, and at least a third of the step's own time), and each watcher, when its turn comes, is handed every
+// change it has not had yet as one delivery. A pass over all the watchers
+// of a branch with n watchers takes about n×pace: a change reaches every
+// watcher within one pass of its loading, the server makes at most one
+// write per watcher per pass however fast the branch changes, and between
+// steps the rest of the process runs. A branch with few watchers is
+// served at once, in a single step; on a busy one a pass also lasts at
+// least machineFeedMinPass.
+//
+// The branch's changes wait in log until every watcher has been handed
+// them. Watchers are visited in the order they subscribed: over HTTP/2 the
+// connection's writer looks for the next stream with a frame to send in
+// the order its streams opened, so waking them in that same order lets it
+// find each frame at once (a cost that otherwise grew with the square of
+// the streams per connection). Dropping a watcher moves the last one into
+// its place; one moved behind the pass is served in the next pass.
+type branchFanOut struct {
+	id   uuid.UUID
+	subs []*machineSubscription
+	// log holds the branch's changes in the order loaded, from the first
+	// that some watcher has not been handed: log[i] is the branch's change
+	// number base+i. Slices of it are handed to watchers, so it is only
+	// ever appended to or replaced, never written over.
+	log  []*machineEvent
+	base uint64
+	// next is the position in subs the pass in progress serves next.
+	next int
+	// stepping is set while a step is due: new changes then wait for it.
+	stepping bool
+	// restUntil is the end of the rest after the last step.
+	restUntil time.Time
+	// passStart is when the pass in progress, or the last one, began.
+	passStart time.Time
+}
+
+// end is the number the branch's next change will get.
+func (b *branchFanOut) end() uint64 { return b.base + uint64(len(b.log)) }
+
+// publish adds a load's changes to branch (in the order loaded) and starts
+// handing them to the branch's watchers. It never blocks: watchers are
+// served at once when the branch's fan-out is idle and rested, in its
+// next step otherwise.
 func (f *machineFeed) publish(branch uuid.UUID, events []*machineEvent) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	list := f.subs[branch]
-	if held, ok := f.held[branch]; ok {
-		f.held[branch] = append(held, events...)
-		return
-	}
-	linger := f.lingerFor(len(list))
-	if linger == 0 {
-		f.fanOutLocked(list, events)
+	b := f.branches[branch]
+	if b == nil {
+		// Nobody watches the branch here: handed to everyone there is.
 		f.lag.handedOut(events)
 		return
 	}
-	f.held[branch] = slices.Clone(events)
-	time.AfterFunc(linger, func() { f.release(branch) })
-}
-
-// lingerFor is how long changes to a branch with n watchers are held to
-// travel together. Every delivery costs one write to each watcher's
-// client (made by the feed itself for watchers in direct delivery, by the
-// watcher's goroutine for the others): a few microseconds of CPU per
-// watcher, whether it carries one change or ten. With thousands of
-// watchers on a busy branch that cost per delivery, not the size of the
-// changes, is what limits the server. Holding changes for about as long as
-// one round of deliveries takes keeps those rounds from filling the CPU,
-// however fast the branch changes, at the price of a bounded delay that
-// grows with the number of watchers: none below machineFeedBusyWatchers,
-// 15 ms at 5,000, 30 ms at 10,000, and at most machineFeedMaxLinger. (The
-// hold was 5 µs a watcher, at least 20 ms, before direct delivery made a
-// round cheaper; docs/performance.md has both measurements.)
-func (f *machineFeed) lingerFor(n int) time.Duration {
-	if n < machineFeedBusyWatchers {
-		return 0
-	}
-	return min(max(time.Duration(n)*f.lingerPerWatcher, machineFeedMinLinger), machineFeedMaxLinger)
-}
-
-// release delivers the changes held for branch.
-func (f *machineFeed) release(branch uuid.UUID) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	events, ok := f.held[branch]
-	if !ok {
+	b.log = append(b.log, events...)
+	if b.stepping {
 		return
 	}
-	delete(f.held, branch)
-	f.fanOutLocked(f.subs[branch], events)
-	f.lag.handedOut(events)
+	b.stepping = true
+	if wait := time.Until(b.restUntil); wait > 0 {
+		time.AfterFunc(wait, func() { f.step(b) })
+		return
+	}
+	f.stepLocked(b)
 }
 
-// fanOutLocked sends a delivery to every watcher of list; f.mu held. It
-// walks the list in the order the watchers subscribed: over HTTP/2 the
-// connection's writer looks for the next stream with a frame to send in
-// the order its streams opened, so waking the streams in that same order
-// lets it find each frame at once instead of walking past every idle
-// stream of the connection (a cost that grew with the square of the
-// streams per connection). Dropping a watcher moves the last one into its
-// place, so after a drop the same position is served again.
+// step makes b's next step, unless b lost its last watcher meanwhile.
+func (f *machineFeed) step(b *branchFanOut) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.branches[b.id] != b {
+		return
+	}
+	f.stepLocked(b)
+}
+
+// stepLocked serves b's watchers from its pass's next position until it
+// has made f.stepSize deliveries or reached the end of the pass, then
+// schedules the next step after a rest, unless every watcher has every
+// change; f.mu held.
+func (f *machineFeed) stepLocked(b *branchFanOut) {
+	start := time.Now()
+	if b.next == 0 {
+		b.passStart = start
+	}
+	end := b.end()
+	made := 0
+	for made < f.stepSize && b.next < len(b.subs) {
+		s := b.subs[b.next]
+		if s.handed >= end {
+			b.next++
+			continue
+		}
+		// Capped, so that nothing appended to the slice can reach the
+		// log's later changes.
+		from := int(s.handed - b.base)
+		delivery := b.log[from:len(b.log):len(b.log)]
+		s.handed = end
+		made++
+		if f.sendLocked(s, delivery) {
+			b.next++
+		}
+		// Otherwise s was dropped and the last watcher took its place.
+	}
+	passEnded := b.next >= len(b.subs)
+	if passEnded {
+		f.endPassLocked(b)
+	}
+	now := time.Now()
+	pace := f.pace(start)
+	f.lag.paced(pace)
+	b.restUntil = start.Add(time.Duration(made) * pace)
+	if least := now.Add(now.Sub(start) / machineFeedRestShare); least.After(b.restUntil) {
+		b.restUntil = least
+	}
+	if passEnded && len(b.subs) >= machineFeedBusyWatchers {
+		// The next pass waits for the least pass time.
+		if next := b.passStart.Add(machineFeedMinPass); next.After(b.restUntil) {
+			b.restUntil = next
+		}
+	}
+	if len(b.log) == 0 {
+		b.stepping = false
+		return
+	}
+	time.AfterFunc(b.restUntil.Sub(now), func() { f.step(b) })
+}
+
+// endPassLocked ends a pass over b's watchers: the changes every watcher
+// has been handed leave the log, and the next pass starts from the first
+// watcher; f.mu held.
+func (f *machineFeed) endPassLocked(b *branchFanOut) {
+	b.next = 0
+	handed := b.end()
+	for _, s := range b.subs {
+		handed = min(handed, s.handed)
+	}
+	done := int(handed - b.base)
+	f.lag.handedOut(b.log[:done])
+	if done == len(b.log) {
+		b.log = nil
+	} else {
+		// A copy: watchers still hold slices of the old array.
+		b.log = slices.Clone(b.log[done:])
+	}
+	b.base = handed
+}
+
+// fanOutLocked sends a delivery to every watcher of list at once; f.mu
+// held. Only resync markers go this way. Dropping a watcher moves the last
+// one into its place, so after a drop the same position is served again.
 func (f *machineFeed) fanOutLocked(list []*machineSubscription, events []*machineEvent) {
 	for i, n := 0, len(list); i < n; {
 		if f.sendLocked(list[i], events) {
@@ -510,8 +629,8 @@ func (f *machineFeed) resync() {
 	events := []*machineEvent{{Resync: true}}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, list := range f.subs {
-		f.fanOutLocked(list, events)
+	for _, b := range f.branches {
+		f.fanOutLocked(b.subs, events)
 	}
 }
 
@@ -543,12 +662,12 @@ func (f *machineFeed) stop(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.stopped = err
-	for _, list := range f.subs {
-		for _, s := range list {
+	for _, b := range f.branches {
+		for _, s := range b.subs {
 			s.closeLocked(err)
 		}
 	}
-	clear(f.subs)
+	clear(f.branches)
 }
 
 // remember makes ev findable by its Machine message for a while.

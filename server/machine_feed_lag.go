@@ -21,10 +21,10 @@ var feedLagBuckets = []float64{
 const (
 	// feedStageLoaded: the machine feed has read the changed row.
 	feedStageLoaded = "loaded"
-	// feedStageHandedOut: the delivery round that gave the change to every
-	// watcher of this process has ended. Watchers the feed writes itself
-	// (direct delivery) have it on their connection by then; the others
-	// have it queued for their own goroutine to write.
+	// feedStageHandedOut: the pass over the branch's watchers that gave
+	// the change to the last of them has ended. Watchers the feed writes
+	// itself (direct delivery) have it on their connection by then; the
+	// others have it queued for their own goroutine to write.
 	feedStageHandedOut = "handed_out"
 )
 
@@ -38,9 +38,13 @@ const (
 // database's clock in the writing transaction. Skew between the database's
 // clock and this process's shifts every observation by the same amount; a
 // change that seems to come from the future is counted as no lag at all.
+//
+// It also shows the feed's pace (feedPacer), which explains the lag: the
+// pace rises when the process is short of processor time.
 type FeedLag struct {
 	loadedSeconds    prometheus.Observer
 	handedOutSeconds prometheus.Observer
+	paceSeconds      prometheus.Gauge
 }
 
 // NewFeedLag creates the feed's lag histogram and registers it on reg.
@@ -50,20 +54,35 @@ func NewFeedLag(reg prometheus.Registerer) (*FeedLag, error) {
 	}
 	seconds := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "nxg_machine_feed_lag_seconds",
-		Help:    "Time from a machine change's commit (its updated_at, by the database's clock) to the machine feed having loaded it (stage=loaded) and to the end of the round that handed it to every watcher of this process (stage=handed_out).",
+		Help:    "Time from a machine change's commit (its updated_at, by the database's clock) to the machine feed having loaded it (stage=loaded) and to the end of the pass that handed it to the last watcher of its branch in this process (stage=handed_out).",
 		Buckets: feedLagBuckets,
 	}, []string{"stage"})
-	if err := reg.Register(seconds); err != nil {
-		return nil, fmt.Errorf("feed lag: register: %w", err)
+	pace := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "nxg_machine_feed_pace_seconds",
+		Help: "The machine feed's pace: the least time its fan-out to a branch's watchers takes per delivery. It rises while the process uses more than three quarters of its processors.",
+	})
+	for _, c := range []prometheus.Collector{seconds, pace} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("feed lag: register: %w", err)
+		}
 	}
 	return &FeedLag{
 		loadedSeconds:    seconds.WithLabelValues(feedStageLoaded),
 		handedOutSeconds: seconds.WithLabelValues(feedStageHandedOut),
+		paceSeconds:      pace,
 	}, nil
 }
 
+// paced records the pace the feed's fan-out uses now.
+func (l *FeedLag) paced(pace time.Duration) {
+	if l != nil {
+		l.paceSeconds.Set(pace.Seconds())
+	}
+}
+
 // loaded records that the changes in events have just been loaded, and
-// handedOut that their delivery round has just ended. A nil FeedLag
+// handedOut that the pass that handed them to the last watcher has just
+// ended. A nil FeedLag
 // records nothing.
 func (l *FeedLag) loaded(events []*machineEvent) {
 	if l != nil {

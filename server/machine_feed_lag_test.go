@@ -87,9 +87,30 @@ func TestFeedLagMeasuresFromTheCommit(t *testing.T) {
 	if count, _ := feedLagStage(t, reg, feedStageLoaded); count != 0 {
 		t.Fatalf("loaded observations = %d without a load, want 0", count)
 	}
+	// The step showed its pace: the pacer's first, before any window.
+	if got := feedPace(t, reg); got != feedPaceStart.Seconds() {
+		t.Fatalf("pace gauge = %v s, want %v", got, feedPaceStart.Seconds())
+	}
 
 	// Without a FeedLag the feed measures nothing and still delivers.
 	var none *FeedLag
 	none.loaded([]*machineEvent{old})
 	none.handedOut([]*machineEvent{old})
+	none.paced(time.Millisecond)
+}
+
+// feedPace returns the pace gauge's value in reg.
+func feedPace(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() == "nxg_machine_feed_pace_seconds" {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatal("no pace gauge")
+	return 0
 }

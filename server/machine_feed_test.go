@@ -88,6 +88,16 @@ func feedTestToggleNotifying(t testing.TB, d *testkit.Database, branch uuid.UUID
 	return notifications
 }
 
+// watcherCount is how many watchers branch has in feed.
+func watcherCount(feed *machineFeed, branch uuid.UUID) int {
+	feed.mu.Lock()
+	defer feed.mu.Unlock()
+	if b := feed.branches[branch]; b != nil {
+		return len(b.subs)
+	}
+	return 0
+}
+
 // nextDelivery waits up to 10s for the subscription's next delivery.
 func nextDelivery(t testing.TB, s *machineSubscription) []*machineEvent {
 	t.Helper()
@@ -514,17 +524,24 @@ func benchMachine(branch uuid.UUID, version int64) *nxgv1.Machine {
 }
 
 // BenchmarkMachineFeedFanOut measures handing one delivery (here of one
-// event) to 10,000 watchers of a branch: the feed's share of the
-// per-delivery CPU budget. A delivery costs the same however many events
-// it holds.
+// event) to 10,000 watchers of a branch, in one step and without rests:
+// the feed's share of the per-delivery CPU budget. A delivery costs the
+// same however many events it holds.
 func BenchmarkMachineFeedFanOut(b *testing.B) {
 	const watchers = 10_000
 	feed, subs, branch := benchFeed(b, watchers)
-	delivery := []*machineEvent{{Machine: benchMachine(branch, 1), branch: branch}}
+	feed.stepSize = watchers
+	ev := &machineEvent{Machine: benchMachine(branch, 1), branch: branch}
+	fanOut := feed.branches[branch]
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		feed.publish(branch, delivery)
+		// One change and one step: the whole pass, as publish makes it
+		// when the branch's fan-out is rested.
+		feed.mu.Lock()
+		fanOut.log = append(fanOut.log, ev)
+		feed.stepLocked(fanOut)
+		feed.mu.Unlock()
 		if (i+1)%machineFeedBuffer == 0 {
 			// Keep buffers from filling, outside the measured time.
 			b.StopTimer()
@@ -635,94 +652,232 @@ func TestMachineCodecs(t *testing.T) {
 	}
 }
 
-func TestMachineFeedLinger(t *testing.T) {
+func TestMachineFeedPacing(t *testing.T) {
 	t.Parallel()
-	newFeed := func(perWatcher time.Duration) *machineFeed {
+	// newFeed returns a feed driven through publish, without a hub, whose
+	// steps make at most step deliveries and rest pace a delivery.
+	newFeed := func(step int, pace time.Duration) *machineFeed {
 		feed := newMachineFeed(nil, nil, slog.New(slog.DiscardHandler))
-		feed.start.Do(func() {}) // driven through publish, without a hub
-		feed.lingerPerWatcher = perWatcher
+		feed.start.Do(func() {}) // no hub subscription
+		feed.stepSize = step
+		feed.pace = func(time.Time) time.Duration { return pace }
 		return feed
 	}
 	event := func(branch uuid.UUID, version int64) *machineEvent {
-		return &machineEvent{Machine: benchMachine(branch, version), branch: branch, version: version}
+		return &machineEvent{Machine: benchMachine(branch, version), branch: branch, version: version, committed: time.Now()}
+	}
+	subscribeN := func(feed *machineFeed, branch uuid.UUID, n int) []*machineSubscription {
+		subs := make([]*machineSubscription, n)
+		for i := range subs {
+			subs[i] = feed.subscribe(branch)
+			t.Cleanup(subs[i].Close)
+		}
+		return subs
+	}
+	// receive waits for s's next delivery and requires it to be want,
+	// the same events in the same order, in a slice with no room to grow
+	// into the feed's later changes.
+	receive := func(t *testing.T, name string, s *machineSubscription, want ...*machineEvent) time.Time {
+		t.Helper()
+		select {
+		case got, ok := <-s.Events():
+			if !ok {
+				t.Fatalf("%s: subscription closed: %v", name, s.Err())
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("%s: delivery of %d events, want %d in order", name, len(got), len(want))
+			}
+			if cap(got) != len(got) {
+				t.Fatalf("%s: delivery has capacity %d beyond its %d events", name, cap(got), len(got))
+			}
+			return time.Now()
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no delivery within 5s", name)
+			return time.Time{}
+		}
+	}
+	// idle waits for the branch's fan-out to stop and requires it to
+	// hold no change and no watcher to have a delivery left.
+	idle := func(t *testing.T, feed *machineFeed, branch uuid.UUID, subs ...*machineSubscription) {
+		t.Helper()
+		waitUntil(t, "the fan-out to stop", func() bool {
+			feed.mu.Lock()
+			defer feed.mu.Unlock()
+			b := feed.branches[branch]
+			return b == nil || !b.stepping
+		})
+		feed.mu.Lock()
+		defer feed.mu.Unlock()
+		if b := feed.branches[branch]; b != nil && (len(b.log) != 0 || b.next != 0) {
+			t.Fatalf("idle fan-out holds %d changes, next position %d", len(b.log), b.next)
+		}
+		for i, s := range subs {
+			if n := len(s.ch); n != 0 {
+				t.Fatalf("watcher %d has %d deliveries left", i, n)
+			}
+		}
 	}
 
-	t.Run("LingerGrowsWithWatchersAndIsBounded", func(t *testing.T) {
+	t.Run("QuietBranchIsServedAtOnce", func(t *testing.T) {
 		t.Parallel()
-		feed := newFeed(machineFeedLingerPerWatcher)
-		for _, tc := range []struct {
-			watchers int
-			want     time.Duration
-		}{
-			{0, 0}, {1, 0}, {199, 0}, // a quiet branch gets each change at once
-			{200, machineFeedMinLinger},
-			{1_000, machineFeedMinLinger},
-			{5_000, 15 * time.Millisecond},
-			{10_000, 30 * time.Millisecond},
-			{40_000, machineFeedMaxLinger},
-			{1_000_000, machineFeedMaxLinger},
-		} {
-			if got := feed.lingerFor(tc.watchers); got != tc.want {
-				t.Errorf("lingerFor(%d) = %v, want %v", tc.watchers, got, tc.want)
-			}
-		}
-	})
-
-	t.Run("ChangesOfABusyBranchTravelTogether", func(t *testing.T) {
-		t.Parallel()
-		// Two hundred watchers at 200 µs each: a linger of 40 ms.
-		feed := newFeed(200 * time.Microsecond)
-		branch, other := uuid.New(), uuid.New()
-		a, b := feed.subscribe(branch), feed.subscribe(branch)
-		defer a.Close()
-		defer b.Close()
-		for range machineFeedBusyWatchers - 2 {
-			defer feed.subscribe(branch).Close()
-		}
-		quiet := feed.subscribe(other) // alone: not held
-		defer quiet.Close()
-
-		first, second, third := event(branch, 1), event(branch, 2), event(branch, 3)
-		start := time.Now()
-		feed.publish(branch, []*machineEvent{first})
-		feed.publish(branch, []*machineEvent{second, third})
-		for _, s := range []*machineSubscription{a, b} {
-			select {
-			case got := <-s.Events():
-				if len(got) != 3 || got[0] != first || got[1] != second || got[2] != third {
-					t.Fatalf("delivery = %d events, want the three changes in order", len(got))
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("held changes were never delivered")
-			}
-		}
-		if waited := time.Since(start); waited < 30*time.Millisecond {
-			t.Fatalf("changes delivered after %v, want them held for the branch's linger (40 ms)", waited)
-		}
-		select {
-		case got := <-a.Events():
-			t.Fatalf("a second delivery of %d events; the changes should have travelled as one", len(got))
-		case <-quiet.Events():
-			t.Fatal("another branch's watcher got the changes")
-		default:
-		}
-	})
-
-	t.Run("QuietBranchIsNotHeld", func(t *testing.T) {
-		t.Parallel()
-		feed := newFeed(machineFeedLingerPerWatcher)
+		feed := newMachineFeed(nil, nil, slog.New(slog.DiscardHandler))
+		feed.start.Do(func() {})
 		branch := uuid.New()
 		s := feed.subscribe(branch)
 		defer s.Close()
-		feed.publish(branch, []*machineEvent{event(branch, 1)})
+		first := event(branch, 1)
+		feed.publish(branch, []*machineEvent{first})
 		select {
 		case got := <-s.Events():
-			if len(got) != 1 {
-				t.Fatalf("delivery = %d events, want 1", len(got))
+			if len(got) != 1 || got[0] != first {
+				t.Fatalf("delivery = %d events, want the change", len(got))
 			}
 		default:
-			t.Fatal("a change to a branch with one watcher was held instead of delivered at once")
+			t.Fatal("a change to a branch with one watcher was not delivered at once")
 		}
+		// The next change follows after a rest of one pace at most.
+		second := event(branch, 2)
+		feed.publish(branch, []*machineEvent{second})
+		receive(t, "the watcher", s, second)
+		idle(t, feed, branch, s)
+	})
+
+	t.Run("BusyBranchIsServedInPacedSteps", func(t *testing.T) {
+		t.Parallel()
+		// Six watchers, two deliveries a step, 20 ms a delivery: a pass
+		// is three steps, each 40 ms after the one before.
+		const pace = 20 * time.Millisecond
+		feed := newFeed(2, pace)
+		branch := uuid.New()
+		subs := subscribeN(feed, branch, 6)
+		first, second := event(branch, 1), event(branch, 2)
+
+		start := time.Now()
+		feed.publish(branch, []*machineEvent{first})
+		// publish made the first step itself: the first two watchers
+		// have the change, the others wait for their steps.
+		for i, s := range subs {
+			if want := min(1, max(0, 2-i)); len(s.ch) != want {
+				t.Fatalf("watcher %d has %d deliveries right after publish, want %d", i, len(s.ch), want)
+			}
+		}
+		// A change loaded meanwhile travels with the first to the
+		// watchers the pass has yet to serve, and reaches the first two
+		// in the next pass.
+		feed.publish(branch, []*machineEvent{second})
+		for i := 2; i < 6; i++ {
+			at := receive(t, fmt.Sprintf("watcher %d", i), subs[i], first, second)
+			if step := i / 2; at.Sub(start) < time.Duration(2*step)*pace {
+				t.Fatalf("watcher %d served %v after the change, before its step at %v", i, at.Sub(start), time.Duration(2*step)*pace)
+			}
+		}
+		for i := range 2 {
+			receive(t, fmt.Sprintf("watcher %d", i), subs[i], first)
+			if at := receive(t, fmt.Sprintf("watcher %d", i), subs[i], second); at.Sub(start) < 6*pace {
+				t.Fatalf("watcher %d got the second change %v after the first, before the next pass at %v", i, at.Sub(start), 6*pace)
+			}
+		}
+		idle(t, feed, branch, subs...)
+	})
+
+	t.Run("BusyBranchPassesAreSpacedByTheLeastPassTime", func(t *testing.T) {
+		t.Parallel()
+		// No pace at all: only the least pass time spaces the passes.
+		feed := newFeed(machineFeedStep, 0)
+		branch := uuid.New()
+		subs := subscribeN(feed, branch, machineFeedBusyWatchers)
+		first, second, third := event(branch, 1), event(branch, 2), event(branch, 3)
+		start := time.Now()
+		feed.publish(branch, []*machineEvent{first})
+		feed.publish(branch, []*machineEvent{second})
+		feed.publish(branch, []*machineEvent{third})
+		receive(t, "the first watcher", subs[0], first)
+		// The changes that came during the least pass time share the
+		// next delivery.
+		if at := receive(t, "the first watcher", subs[0], second, third); at.Sub(start) < machineFeedMinPass {
+			t.Fatalf("second pass %v after the first, before the least pass time %v", at.Sub(start), machineFeedMinPass)
+		}
+		for _, s := range subs[1:] {
+			receive(t, "a watcher", s, first)
+			receive(t, "a watcher", s, second, third)
+		}
+		idle(t, feed, branch, subs...)
+	})
+
+	t.Run("WatcherMovedBehindThePassIsServedInTheNext", func(t *testing.T) {
+		t.Parallel()
+		feed := newFeed(2, 5*time.Millisecond)
+		branch := uuid.New()
+		subs := subscribeN(feed, branch, 5)
+		change := event(branch, 1)
+		feed.publish(branch, []*machineEvent{change})
+		// The first step served positions 0 and 1. Closing the watcher at
+		// position 0 moves the last one, not served yet, behind the pass.
+		subs[0].Close()
+		for i := 1; i < 5; i++ {
+			receive(t, fmt.Sprintf("watcher %d", i), subs[i], change)
+		}
+		idle(t, feed, branch, subs[1:]...)
+	})
+
+	t.Run("EachChangeIsHandedOutOnce", func(t *testing.T) {
+		t.Parallel()
+		feed := newFeed(1, time.Millisecond)
+		reg := prometheus.NewRegistry()
+		lag, err := NewFeedLag(reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		feed.lag = lag
+		branch := uuid.New()
+		subs := subscribeN(feed, branch, 3)
+		changes := []*machineEvent{event(branch, 1), event(branch, 2), event(branch, 3)}
+		for _, ev := range changes {
+			feed.publish(branch, []*machineEvent{ev})
+		}
+		for i, s := range subs {
+			got := 0
+			for got < len(changes) {
+				select {
+				case evs := <-s.Events():
+					for _, ev := range evs {
+						if ev != changes[got] {
+							t.Fatalf("watcher %d: change %d out of order", i, got)
+						}
+						got++
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("watcher %d got %d of %d changes", i, got, len(changes))
+				}
+			}
+		}
+		idle(t, feed, branch, subs...)
+		// A change of a branch nobody here watches is handed out to
+		// everyone who does: nobody.
+		feed.publish(uuid.New(), []*machineEvent{event(branch, 4)})
+		if count, _ := feedLagStage(t, reg, feedStageHandedOut); count != 4 {
+			t.Fatalf("handed out %d times, want once for each of the 4 changes", count)
+		}
+	})
+
+	t.Run("BranchThatLosesItsWatchersStopsStepping", func(t *testing.T) {
+		t.Parallel()
+		feed := newFeed(1, 20*time.Millisecond)
+		branch := uuid.New()
+		subs := subscribeN(feed, branch, 3)
+		feed.publish(branch, []*machineEvent{event(branch, 1)})
+		for _, s := range subs {
+			s.Close()
+		}
+		// The step still scheduled finds the branch gone; a watcher that
+		// comes later gets only what changes after it subscribed.
+		time.Sleep(50 * time.Millisecond)
+		late := feed.subscribe(branch)
+		defer late.Close()
+		later := event(branch, 2)
+		feed.publish(branch, []*machineEvent{later})
+		receive(t, "the later watcher", late, later)
+		idle(t, feed, branch, late)
 	})
 }
 

@@ -610,8 +610,10 @@ func mostQueued(feed *machineFeed, branch string) int {
 	feed.mu.Lock()
 	defer feed.mu.Unlock()
 	n := 0
-	for _, s := range feed.subs[uuid.MustParse(branch)] {
-		n = max(n, len(s.ch))
+	if b := feed.branches[uuid.MustParse(branch)]; b != nil {
+		for _, s := range b.subs {
+			n = max(n, len(s.ch))
+		}
 	}
 	return n
 }

@@ -290,9 +290,9 @@ func (c *batchingConn) releaseNow() bool {
 //
 // It is a raw system call, not syscall.Write, because the write cannot
 // block, and telling the scheduler that it might is what costs: the
-// machine feed makes thousands of these in one delivery round, and for
+// machine feed makes hundreds of these in one step of a pass, and for
 // each syscall.Write the runtime may hand the feed's processor to another
-// goroutine, so that the rest of the round waits in the run queue behind
+// goroutine, so that the rest of the step waits in the run queue behind
 // whatever runs next. At 5,000 WebSockets on the benchmark machine this
 // took the end of a round from p50 140 ms to 99 ms after the commit, and
 // the server's CPU per delivered message from 3.3 to 3.1 µs

@@ -943,12 +943,7 @@ func TestWebSocketSlowConsumer(t *testing.T) {
 	branch := uuid.MustParse(f.branchA)
 	pacer := feed.subscribe(branch)
 	defer pacer.Close()
-	subscribers := func() int {
-		feed.mu.Lock()
-		defer feed.mu.Unlock()
-		return len(feed.subs[branch])
-	}
-	for round := 0; subscribers() > 1; round++ {
+	for round := 0; watcherCount(feed, branch) > 1; round++ {
 		if round == 100 {
 			t.Fatal("the socket that stopped reading was not dropped after 100 changes")
 		}
