@@ -24,13 +24,14 @@ import (
 )
 
 const (
-	// machineFeedBuffer is how many deliveries a watcher may have queued
-	// before it is dropped as a slow consumer. It counts deliveries, not
-	// machines: one change may touch every machine of a big branch at once
-	// (the offline sweep after a network cut, staff acting in bulk), and a
-	// healthy watcher must receive that whole. A watcher that keeps up has
-	// one or two deliveries queued at most, while a stalled one is cut off
-	// before it holds much memory (the events themselves are shared).
+	// machineFeedBuffer bounds how far a watcher may fall behind before
+	// it is dropped as a slow consumer: a pass hands a watcher nothing
+	// while its last delivery is still queued, and a watcher found so in
+	// more passes in a row than its buffer has places is cut off. It also
+	// sizes the buffer, for the resync markers that go to every watcher at
+	// once. It counts deliveries, not machines: one change may touch every
+	// machine of a big branch (the offline sweep after a network cut,
+	// staff acting in bulk), and a healthy watcher must receive that whole.
 	machineFeedBuffer = 256
 	// machineFeedBatch is the most notifications the feed merges into one
 	// query when they queue up behind a slow load.
@@ -166,6 +167,8 @@ type machineSubscription struct {
 	// handed is the branch's change number up to which the watcher has
 	// been handed changes (see branchFanOut).
 	handed uint64
+	// skipped counts the passes in a row that found it still busy.
+	skipped int
 	// direct, while set, takes the subscription's deliveries in place of
 	// ch (see directDelivery).
 	direct directDelivery
@@ -472,7 +475,10 @@ func (f *machineFeed) deliver(rows []dbsqlc.Machine) {
 // write per watcher per pass however fast the branch changes, and between
 // steps the rest of the process runs. A branch with few watchers is
 // served at once, in a single step; on a busy one a pass also lasts at
-// least machineFeedMinPass.
+// least machineFeedMinPass. A watcher whose client reads slowly, still
+// busy with its last delivery when its turn comes, is passed over: its
+// changes wait and go out together later (see stepLocked), so a slow
+// client gets fewer, bigger deliveries rather than a queue.
 //
 // The branch's changes wait in log until every watcher has been handed
 // them. Watchers are visited in the order they subscribed: over HTTP/2 the
@@ -496,8 +502,10 @@ type branchFanOut struct {
 	stepping bool
 	// restUntil is the end of the rest after the last step.
 	restUntil time.Time
-	// passStart is when the pass in progress, or the last one, began.
+	// passStart is when the pass in progress, or the last one, began,
+	// and passMade how many deliveries it has made.
 	passStart time.Time
+	passMade  int
 }
 
 // end is the number the branch's next change will get.
@@ -545,7 +553,7 @@ func (f *machineFeed) step(b *branchFanOut) {
 func (f *machineFeed) stepLocked(b *branchFanOut) {
 	start := time.Now()
 	if b.next == 0 {
-		b.passStart = start
+		b.passStart, b.passMade = start, 0
 	}
 	end := b.end()
 	made := 0
@@ -555,6 +563,20 @@ func (f *machineFeed) stepLocked(b *branchFanOut) {
 			b.next++
 			continue
 		}
+		if len(s.ch) > 0 {
+			// Its goroutine has yet to take the last delivery (its
+			// client reads slowly): the changes wait in the log and go
+			// out together when it has. A slow client gets fewer, bigger
+			// deliveries instead of a queue, and a client that has
+			// stopped reading is cut off after cap(ch) passes.
+			if s.skipped++; s.skipped > cap(s.ch) {
+				f.dropLocked(s, "still busy with a delivery after as many passes as its buffer has places")
+				continue // the last watcher took its place
+			}
+			b.next++
+			continue
+		}
+		s.skipped = 0
 		// Capped, so that nothing appended to the slice can reach the
 		// log's later changes.
 		from := int(s.handed - b.base)
@@ -566,6 +588,7 @@ func (f *machineFeed) stepLocked(b *branchFanOut) {
 		}
 		// Otherwise s was dropped and the last watcher took its place.
 	}
+	b.passMade += made
 	passEnded := b.next >= len(b.subs)
 	if passEnded {
 		f.endPassLocked(b)
@@ -577,8 +600,11 @@ func (f *machineFeed) stepLocked(b *branchFanOut) {
 	if least := now.Add(now.Sub(start) / machineFeedRestShare); least.After(b.restUntil) {
 		b.restUntil = least
 	}
-	if passEnded && len(b.subs) >= machineFeedBusyWatchers {
-		// The next pass waits for the least pass time.
+	if passEnded && (len(b.subs) >= machineFeedBusyWatchers || b.passMade == 0) {
+		// The next pass waits for the least pass time: on a busy
+		// branch always, and on any branch after a pass that found
+		// every watcher with changes still busy, which the next pass
+		// would find again at once.
 		if next := b.passStart.Add(machineFeedMinPass); next.After(b.restUntil) {
 			b.restUntil = next
 		}
@@ -650,11 +676,17 @@ func (f *machineFeed) sendLocked(s *machineSubscription, events []*machineEvent)
 	case s.ch <- events:
 		return true
 	default:
-		f.removeLocked(s)
-		s.closeLocked(realtime.ErrSlowConsumer)
-		f.log.Warn("machine watcher dropped: buffer full", "branch", s.branch, "buffer", cap(s.ch))
+		f.dropLocked(s, "buffer full")
 		return false
 	}
+}
+
+// dropLocked cuts s off as a slow consumer; f.mu held. The branch's last
+// watcher takes its place.
+func (f *machineFeed) dropLocked(s *machineSubscription, why string) {
+	f.removeLocked(s)
+	s.closeLocked(realtime.ErrSlowConsumer)
+	f.log.Warn("machine watcher dropped: "+why, "branch", s.branch, "buffer", cap(s.ch))
 }
 
 // stop closes every subscription with err and refuses new ones.

@@ -303,8 +303,10 @@ func TestMachineFeed(t *testing.T) {
 		if evs := nextDelivery(t, fast); len(evs) != len(machines) {
 			t.Fatalf("fast subscriber got %d events in the delivery, want %d", len(evs), len(machines))
 		}
-		// Then four changes, each delivered before the next is made: one
-		// delivery more than the slow subscriber's buffer holds.
+		// Then four changes, each delivered before the next is made: the
+		// slow subscriber, its first delivery still queued, is passed over
+		// each time, and cut off the time after as many passes as its
+		// buffer has places.
 		for _, m := range machines[:4] {
 			feedTestToggle(t, d, branch, false, m)
 			if ev := nextMachineEvent(t, fast); ev.Machine.GetId() != m.String() {
@@ -320,8 +322,8 @@ func TestMachineFeed(t *testing.T) {
 		for evs := range slow.Events() {
 			sizes = append(sizes, len(evs))
 		}
-		if !slices.Equal(sizes, []int{len(machines), 1, 1}) {
-			t.Fatalf("slow subscriber read deliveries of %v events, want [%d 1 1]", sizes, len(machines))
+		if !slices.Equal(sizes, []int{len(machines)}) {
+			t.Fatalf("slow subscriber read deliveries of %v events, want [%d]", sizes, len(machines))
 		}
 		slow.Close() // after a drop, Close is harmless
 		if fast.Err() != nil {
@@ -802,6 +804,61 @@ func TestMachineFeedPacing(t *testing.T) {
 			receive(t, "a watcher", s, second, third)
 		}
 		idle(t, feed, branch, subs...)
+	})
+
+	t.Run("BusyWatcherIsPassedOverAndGetsTheChangesTogether", func(t *testing.T) {
+		t.Parallel()
+		feed := newFeed(machineFeedStep, 0)
+		branch := uuid.New()
+		subs := subscribeN(feed, branch, 2)
+		slow, quick := subs[0], subs[1]
+		first, second, third := event(branch, 1), event(branch, 2), event(branch, 3)
+		feed.publish(branch, []*machineEvent{first})
+		receive(t, "the quick watcher", quick, first)
+		// The slow watcher has not taken its delivery: the next changes
+		// pass it over.
+		feed.publish(branch, []*machineEvent{second})
+		receive(t, "the quick watcher", quick, second)
+		feed.publish(branch, []*machineEvent{third})
+		receive(t, "the quick watcher", quick, third)
+		if n := len(slow.ch); n != 1 {
+			t.Fatalf("the slow watcher has %d deliveries queued, want still the first alone", n)
+		}
+		// Once it has taken it, it gets the others in one delivery.
+		receive(t, "the slow watcher", slow, first)
+		receive(t, "the slow watcher", slow, second, third)
+		idle(t, feed, branch, subs...)
+	})
+
+	t.Run("WatcherThatStopsTakingDeliveriesIsCutOff", func(t *testing.T) {
+		t.Parallel()
+		feed := newFeed(machineFeedStep, 0)
+		feed.buffer = 2
+		branch := uuid.New()
+		subs := subscribeN(feed, branch, 2)
+		stalled, reader := subs[0], subs[1]
+		first := event(branch, 1)
+		feed.publish(branch, []*machineEvent{first})
+		receive(t, "the reader", reader, first)
+		// One more change: the stalled watcher is passed over in the pass
+		// that hands it to the reader, and again in passes that find it
+		// alone and still busy, each after the least pass time, until
+		// more passes than its buffer has places.
+		start := time.Now()
+		later := event(branch, 2)
+		feed.publish(branch, []*machineEvent{later})
+		receive(t, "the reader", reader, later)
+		waitUntil(t, "the stalled watcher to be cut off", func() bool { return stalled.Err() != nil })
+		if !errors.Is(stalled.Err(), realtime.ErrSlowConsumer) {
+			t.Fatalf("stalled Err = %v, want ErrSlowConsumer", stalled.Err())
+		}
+		if waited := time.Since(start); waited < machineFeedMinPass {
+			t.Fatalf("cut off after %v: the passes that found it busy were not spaced", waited)
+		}
+		if reader.Err() != nil {
+			t.Fatalf("reader Err = %v", reader.Err())
+		}
+		idle(t, feed, branch, reader)
 	})
 
 	t.Run("WatcherMovedBehindThePassIsServedInTheNext", func(t *testing.T) {

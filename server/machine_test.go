@@ -618,6 +618,21 @@ func mostQueued(feed *machineFeed, branch string) int {
 	return n
 }
 
+// mostBehind returns the most changes any watcher of branch has not been
+// handed yet: those queued for it and those waiting in the feed's log.
+func mostBehind(feed *machineFeed, branch string) int {
+	feed.mu.Lock()
+	defer feed.mu.Unlock()
+	n := 0
+	if b := feed.branches[uuid.MustParse(branch)]; b != nil {
+		for _, s := range b.subs {
+			behind := int(b.end() - s.handed)
+			n = max(n, behind)
+		}
+	}
+	return n
+}
+
 // bumpAllMachines changes every machine of branch in one statement with
 // one notification, as a bulk staff action does.
 func (f *machineFloor) bumpAllMachines(t testing.TB, branch string, maintenance bool) {
@@ -680,10 +695,11 @@ func TestWatchMachinesSlowConsumer(t *testing.T) {
 	}
 }
 
-// TestWatchMachinesFallenBehind checks a watcher that has fallen behind,
-// with several deliveries queued for it, each bigger than a batch: when it
-// reads again it gets every change exactly once, in order, numbered
-// without gaps, and is not cut off.
+// TestWatchMachinesFallenBehind checks a watcher that has fallen behind
+// by several rounds of changes, each bigger than a batch (a delivery
+// queued for it, the rest waiting in the feed's log for it to take that
+// one): when it reads again it gets every change exactly once, in order,
+// numbered without gaps, and is not cut off.
 func TestWatchMachinesFallenBehind(t *testing.T) {
 	t.Parallel()
 	f := setupMachineFloor(t)
@@ -705,11 +721,11 @@ func TestWatchMachinesFallenBehind(t *testing.T) {
 
 	// Rounds of changes to every machine, each delivered to the fast
 	// watcher before the next, until the slow one, which reads nothing
-	// meanwhile, has several deliveries queued.
+	// meanwhile, is three rounds behind beyond what it has sent.
 	rounds := 0
-	for mostQueued(svc.feed, f.branchA) < 3 {
+	for mostBehind(svc.feed, f.branchA) < 3*machines {
 		if rounds == 50 {
-			t.Fatalf("after %d rounds the watcher that stopped reading has at most %d deliveries queued", rounds, mostQueued(svc.feed, f.branchA))
+			t.Fatalf("after %d rounds the watcher that stopped reading is at most %d changes behind", rounds, mostBehind(svc.feed, f.branchA))
 		}
 		f.bumpAllMachines(t, f.branchA, rounds%2 == 0)
 		for range machines {
