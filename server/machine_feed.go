@@ -26,8 +26,9 @@ import (
 const (
 	// machineFeedBuffer bounds how far a watcher may fall behind before
 	// it is dropped as a slow consumer: a pass hands a watcher nothing
-	// while its last delivery is still queued, and a watcher found so in
-	// more passes in a row than its buffer has places is cut off. It also
+	// while machineFeedQueued deliveries are still queued for it, and a
+	// watcher found so in more passes in a row than its buffer has places
+	// is cut off. It also
 	// sizes the buffer, for the resync markers that go to every watcher at
 	// once. It counts deliveries, not machines: one change may touch every
 	// machine of a big branch (the offline sweep after a network cut,
@@ -61,6 +62,12 @@ const (
 	// change on its own.
 	machineFeedMinPass      = 25 * time.Millisecond
 	machineFeedBusyWatchers = 200
+	// machineFeedQueued is how many deliveries may wait for a watcher's
+	// goroutine before passes go by it (see stepLocked): two, so that a
+	// goroutine that is merely late, running after the step that woke it,
+	// still gets the next pass's changes in that pass, while one that is
+	// stuck writing to a slow client gets nothing more queued.
+	machineFeedQueued = 2
 	// machineEventsRemembered is how many recent events the codec can find
 	// by their Machine message (see eventFor). Older events are still sent
 	// correctly, only encoded per stream.
@@ -563,8 +570,8 @@ func (f *machineFeed) stepLocked(b *branchFanOut) {
 			b.next++
 			continue
 		}
-		if len(s.ch) > 0 {
-			// Its goroutine has yet to take the last delivery (its
+		if len(s.ch) >= min(machineFeedQueued, cap(s.ch)) {
+			// Its goroutine has yet to take the deliveries it has (its
 			// client reads slowly): the changes wait in the log and go
 			// out together when it has. A slow client gets fewer, bigger
 			// deliveries instead of a queue, and a client that has

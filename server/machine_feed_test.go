@@ -304,9 +304,9 @@ func TestMachineFeed(t *testing.T) {
 			t.Fatalf("fast subscriber got %d events in the delivery, want %d", len(evs), len(machines))
 		}
 		// Then four changes, each delivered before the next is made: the
-		// slow subscriber, its first delivery still queued, is passed over
-		// each time, and cut off the time after as many passes as its
-		// buffer has places.
+		// slow subscriber gets the first queued behind the bulk one, is
+		// passed over by the others, and is cut off after as many passes
+		// as its buffer has places.
 		for _, m := range machines[:4] {
 			feedTestToggle(t, d, branch, false, m)
 			if ev := nextMachineEvent(t, fast); ev.Machine.GetId() != m.String() {
@@ -322,8 +322,8 @@ func TestMachineFeed(t *testing.T) {
 		for evs := range slow.Events() {
 			sizes = append(sizes, len(evs))
 		}
-		if !slices.Equal(sizes, []int{len(machines)}) {
-			t.Fatalf("slow subscriber read deliveries of %v events, want [%d]", sizes, len(machines))
+		if !slices.Equal(sizes, []int{len(machines), 1}) {
+			t.Fatalf("slow subscriber read deliveries of %v events, want [%d 1]", sizes, len(machines))
 		}
 		slow.Close() // after a drop, Close is harmless
 		if fast.Err() != nil {
@@ -812,21 +812,20 @@ func TestMachineFeedPacing(t *testing.T) {
 		branch := uuid.New()
 		subs := subscribeN(feed, branch, 2)
 		slow, quick := subs[0], subs[1]
-		first, second, third := event(branch, 1), event(branch, 2), event(branch, 3)
-		feed.publish(branch, []*machineEvent{first})
-		receive(t, "the quick watcher", quick, first)
-		// The slow watcher has not taken its delivery: the next changes
-		// pass it over.
-		feed.publish(branch, []*machineEvent{second})
-		receive(t, "the quick watcher", quick, second)
-		feed.publish(branch, []*machineEvent{third})
-		receive(t, "the quick watcher", quick, third)
-		if n := len(slow.ch); n != 1 {
-			t.Fatalf("the slow watcher has %d deliveries queued, want still the first alone", n)
+		changes := []*machineEvent{event(branch, 1), event(branch, 2), event(branch, 3), event(branch, 4)}
+		for _, ev := range changes {
+			feed.publish(branch, []*machineEvent{ev})
+			receive(t, "the quick watcher", quick, ev)
 		}
-		// Once it has taken it, it gets the others in one delivery.
-		receive(t, "the slow watcher", slow, first)
-		receive(t, "the slow watcher", slow, second, third)
+		// The slow watcher took nothing: two deliveries wait for it, and
+		// the later changes passed it over.
+		if n := len(slow.ch); n != machineFeedQueued {
+			t.Fatalf("the slow watcher has %d deliveries queued, want %d", n, machineFeedQueued)
+		}
+		// Once it has taken them, it gets the others in one delivery.
+		receive(t, "the slow watcher", slow, changes[0])
+		receive(t, "the slow watcher", slow, changes[1])
+		receive(t, "the slow watcher", slow, changes[2], changes[3])
 		idle(t, feed, branch, subs...)
 	})
 
@@ -837,15 +836,18 @@ func TestMachineFeedPacing(t *testing.T) {
 		branch := uuid.New()
 		subs := subscribeN(feed, branch, 2)
 		stalled, reader := subs[0], subs[1]
-		first := event(branch, 1)
-		feed.publish(branch, []*machineEvent{first})
-		receive(t, "the reader", reader, first)
-		// One more change: the stalled watcher is passed over in the pass
-		// that hands it to the reader, and again in passes that find it
-		// alone and still busy, each after the least pass time, until
-		// more passes than its buffer has places.
+		// Two changes fill what may wait for it.
+		for v := range int64(machineFeedQueued) {
+			ev := event(branch, v+1)
+			feed.publish(branch, []*machineEvent{ev})
+			receive(t, "the reader", reader, ev)
+		}
+		// One more: the stalled watcher is passed over in the pass that
+		// hands it to the reader, and again in passes that find it alone
+		// and still busy, each after the least pass time, until more
+		// passes than its buffer has places.
 		start := time.Now()
-		later := event(branch, 2)
+		later := event(branch, machineFeedQueued+1)
 		feed.publish(branch, []*machineEvent{later})
 		receive(t, "the reader", reader, later)
 		waitUntil(t, "the stalled watcher to be cut off", func() bool { return stalled.Err() != nil })
