@@ -28,11 +28,11 @@ const (
 	// it is dropped as a slow consumer: a pass hands a watcher nothing
 	// while machineFeedQueued deliveries are still queued for it, and a
 	// watcher found so in more passes in a row than its buffer has places
-	// is cut off. It also
-	// sizes the buffer, for the resync markers that go to every watcher at
-	// once. It counts deliveries, not machines: one change may touch every
-	// machine of a big branch (the offline sweep after a network cut,
-	// staff acting in bulk), and a healthy watcher must receive that whole.
+	// is cut off. It also sizes the buffer, for the resync markers that go
+	// to every watcher at once. It counts deliveries, not machines: one
+	// change may touch every machine of a big branch (the offline sweep
+	// after a network cut, staff acting in bulk), and a healthy watcher
+	// must receive that whole.
 	machineFeedBuffer = 256
 	// machineFeedBatch is the most notifications the feed merges into one
 	// query when they queue up behind a slow load.
