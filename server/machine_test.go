@@ -607,27 +607,23 @@ func slowReaderClient(t *testing.T) *http.Client {
 // mostQueued returns the most deliveries any watcher of branch has
 // waiting in its feed buffer.
 func mostQueued(feed *machineFeed, branch string) int {
-	feed.mu.Lock()
-	defer feed.mu.Unlock()
-	n := 0
-	if b := feed.branches[uuid.MustParse(branch)]; b != nil {
-		for _, s := range b.subs {
-			n = max(n, len(s.ch))
-		}
-	}
-	return n
+	return mostOfWatchers(feed, branch, func(_ *branchFanOut, s *machineSubscription) int { return len(s.ch) })
 }
 
 // mostBehind returns the most changes any watcher of branch has not been
 // handed yet: those queued for it and those waiting in the feed's log.
 func mostBehind(feed *machineFeed, branch string) int {
+	return mostOfWatchers(feed, branch, func(b *branchFanOut, s *machineSubscription) int { return int(b.end() - s.handed) })
+}
+
+// mostOfWatchers returns the largest measure of the watchers of branch.
+func mostOfWatchers(feed *machineFeed, branch string, measure func(*branchFanOut, *machineSubscription) int) int {
 	feed.mu.Lock()
 	defer feed.mu.Unlock()
 	n := 0
 	if b := feed.branches[uuid.MustParse(branch)]; b != nil {
 		for _, s := range b.subs {
-			behind := int(b.end() - s.handed)
-			n = max(n, behind)
+			n = max(n, measure(b, s))
 		}
 	}
 	return n
