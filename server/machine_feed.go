@@ -536,11 +536,16 @@ func (f *machineFeed) publish(branch uuid.UUID, events []*machineEvent) {
 		return
 	}
 	b.stepping = true
-	if wait := time.Until(b.restUntil); wait > 0 {
-		time.AfterFunc(wait, func() { f.step(b) })
+	if time.Now().Before(b.restUntil) {
+		f.stepAt(b, b.restUntil)
 		return
 	}
 	f.stepLocked(b)
+}
+
+// stepAt makes b's next step at t.
+func (f *machineFeed) stepAt(b *branchFanOut, t time.Time) {
+	time.AfterFunc(time.Until(t), func() { f.step(b) })
 }
 
 // step makes b's next step, unless b lost its last watcher meanwhile.
@@ -603,24 +608,27 @@ func (f *machineFeed) stepLocked(b *branchFanOut) {
 	now := time.Now()
 	pace := f.pace(start)
 	f.lag.paced(pace)
-	b.restUntil = start.Add(time.Duration(made) * pace)
-	if least := now.Add(now.Sub(start) / machineFeedRestShare); least.After(b.restUntil) {
-		b.restUntil = least
-	}
+	b.restUntil = latest(start.Add(time.Duration(made)*pace), now.Add(now.Sub(start)/machineFeedRestShare))
 	if passEnded && (len(b.subs) >= machineFeedBusyWatchers || b.passMade == 0) {
 		// The next pass waits for the least pass time: on a busy
 		// branch always, and on any branch after a pass that found
 		// every watcher with changes still busy, which the next pass
 		// would find again at once.
-		if next := b.passStart.Add(machineFeedMinPass); next.After(b.restUntil) {
-			b.restUntil = next
-		}
+		b.restUntil = latest(b.restUntil, b.passStart.Add(machineFeedMinPass))
 	}
 	if len(b.log) == 0 {
 		b.stepping = false
 		return
 	}
-	time.AfterFunc(b.restUntil.Sub(now), func() { f.step(b) })
+	f.stepAt(b, b.restUntil)
+}
+
+// latest returns the later of a and b.
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // endPassLocked ends a pass over b's watchers: the changes every watcher
