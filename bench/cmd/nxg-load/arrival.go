@@ -33,6 +33,9 @@ type arrivalConn struct {
 	// last is the arrival of the most recent bytes read (Unix
 	// nanoseconds), 0 when they had no stamp.
 	last atomic.Int64
+	// frames, when set, follows the connection's HTTP/2 frames to stamp
+	// each stream's messages with their own arrivals (h2arrival.go).
+	frames *frameTracker
 }
 
 // arrivalHolder is where a dial puts the connection it made, so that the
@@ -69,7 +72,9 @@ func withArrivalHolder(ctx context.Context, h *arrivalHolder) context.Context {
 
 // arrivalDialer dials TCP connections that stamp arrivals. The holder is
 // fixed, when given, or taken from the dial's context (withArrivalHolder).
-func arrivalDialer(fixed *arrivalHolder) func(ctx context.Context, network, addr string) (net.Conn, error) {
+// With a registry, the connections follow their HTTP/2 frames to stamp the
+// messages of the streams registered there.
+func arrivalDialer(fixed *arrivalHolder, registry *streamRegistry) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := d.DialContext(ctx, network, addr)
@@ -80,6 +85,9 @@ func arrivalDialer(fixed *arrivalHolder) func(ctx context.Context, network, addr
 		if err != nil {
 			_ = c.Close()
 			return nil, err
+		}
+		if registry != nil {
+			ac.frames = newFrameTracker(registry)
 		}
 		h := fixed
 		if h == nil {
@@ -140,7 +148,20 @@ func (c *arrivalConn) Read(p []byte) (int, error) {
 	// arrivals from a moment after the first socket of the machine asks.
 	ts, _ := arrivalStamp(c.oob[:oobn])
 	c.last.Store(ts)
+	if c.frames != nil {
+		c.frames.received(p[:n], ts)
+	}
 	return n, nil
+}
+
+// Write writes like the TCP connection's own Write, after showing the
+// bytes to the frame tracker, if any: a request's headers are decoded
+// before its response can arrive.
+func (c *arrivalConn) Write(p []byte) (int, error) {
+	if c.frames != nil {
+		c.frames.sent(p)
+	}
+	return c.TCPConn.Write(p)
 }
 
 // arrivalStamp finds the SCM_TIMESTAMPNS message in oob and returns its

@@ -34,7 +34,7 @@ func TestArrivalConnStampsReads(t *testing.T) {
 		t.Fatal("an empty holder has an arrival")
 	}
 	// The holder comes with the dial's context when the dialer has none.
-	c, err := arrivalDialer(nil)(withArrivalHolder(context.Background(), holder), "tcp", ln.Addr().String())
+	c, err := arrivalDialer(nil, nil)(withArrivalHolder(context.Background(), holder), "tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestArrivalDialerErrors(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close()
-	if _, err := arrivalDialer(&arrivalHolder{})(context.Background(), "tcp", addr); err == nil {
+	if _, err := arrivalDialer(&arrivalHolder{}, nil)(context.Background(), "tcp", addr); err == nil {
 		t.Fatal("dial of a closed port succeeded")
 	}
 	a, b := net.Pipe()

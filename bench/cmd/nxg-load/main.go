@@ -189,6 +189,7 @@ func watch(ctx context.Context, cfg Config, env *environment, logf func(string, 
 		ChangesSkipped: d.skipped.Load(), ChangeOutcomes: d.tally.snapshot(), ChangeNoops: d.noops.Load(),
 		ChangeRPC: d.rpc.Summary(), HeldAtStart: heldAtStart, HeldAtEnd: heldAtEnd, DrainTimedOut: drainTimedOut,
 		Latency: r.latency.Summary(), LatencyRead: r.latRead.Summary(),
+		ConnectLatestArrivals: r.connectLatest.Load(),
 	}
 	for _, s := range r.subs {
 		if s.wire == MixConnect {

@@ -55,7 +55,11 @@ type WatchReport struct {
 	// tool's socket, as the kernel stamped it) minus Machine.updated_at.
 	Latency        Summary  `json:"latency"`
 	LatencyConnect *Summary `json:"latency_connect,omitempty"`
-	LatencyWS      *Summary `json:"latency_ws,omitempty"`
+	// ConnectLatestArrivals counts the Connect messages whose own
+	// arrival the frame tracker did not know, measured to their
+	// connection's latest arrival instead (an upper bound).
+	ConnectLatestArrivals uint64   `json:"connect_latest_arrivals"`
+	LatencyWS             *Summary `json:"latency_ws,omitempty"`
 	// LatencyRead is the time the tool's goroutine read the message
 	// minus Machine.updated_at: Latency plus the tool's own queue.
 	LatencyRead Summary `json:"latency_read"`
@@ -160,6 +164,9 @@ func (r WatchReport) writeText(w io.Writer) {
 	fmt.Fprintf(w, "  commit→receipt         %s\n", fmtSummary(r.Latency))
 	if r.LatencyConnect != nil {
 		fmt.Fprintf(w, "    Connect streams      %s\n", fmtSummary(*r.LatencyConnect))
+	}
+	if r.ConnectLatestArrivals > 0 {
+		fmt.Fprintf(w, "                         (%d Connect messages without their own arrival, measured to their connection's latest: overstated)\n", r.ConnectLatestArrivals)
 	}
 	if r.LatencyWS != nil {
 		fmt.Fprintf(w, "    WebSockets           %s\n", fmtSummary(*r.LatencyWS))

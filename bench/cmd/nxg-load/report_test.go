@@ -17,12 +17,12 @@ func TestWatchReportText(t *testing.T) {
 		RatePerSec: 50, DurationS: 60, ChangesDue: 3000, ChangeOutcomes: map[string]uint64{"ok": 2999, "unavailable": 1},
 		Delivery:       Delivery{Changes: 2999, Expected: 14995000, Delivered: 14994000, Lost: 1000, LostOnHeld: 0},
 		Latency:        Summary{Count: 14994000, P50MS: 4.5, P99MS: 48.25, MaxMS: 210, Negative: 3},
-		LatencyConnect: &conn, LatencyWS: &Summary{},
-		LatencyRead:    Summary{Count: 14994000, P50MS: 6.5, P99MS: 52, MaxMS: 215},
+		LatencyConnect: &conn, LatencyWS: &Summary{}, ConnectLatestArrivals: 7,
+		LatencyRead:          Summary{Count: 14994000, P50MS: 6.5, P99MS: 52, MaxMS: 215},
 		Errors:               map[string]uint64{"ws: close 1001 going away": 1},
 		Server:               &ProcDelta{CPUSeconds: 42.5, CPUShare: 0.65, PeakRSSMiB: 812},
 		ServerUSPerDelivered: 2.83, DrainTimedOut: true,
-		ServerLag:            []ServerLag{{Stage: "handed_out", Count: 2999, MeanMS: 12.5, P50MS: 11, P90MS: 20, P99MS: 31.25}},
+		ServerLag: []ServerLag{{Stage: "handed_out", Count: 2999, MeanMS: 12.5, P50MS: 11, P90MS: 20, P99MS: 31.25}},
 	}
 	var b bytes.Buffer
 	rep.writeText(&b)
@@ -37,6 +37,7 @@ func TestWatchReportText(t *testing.T) {
 		"p50 4.5 ms", "p99 48.2 ms", "max 210.0 ms", "[3 negative: clock trouble]",
 		"Connect streams      p50 3.0 ms",
 		"WebSockets           no samples",
+		"(7 Connect messages without their own arrival, measured to their connection's latest: overstated)",
 		"commit→read by tool    p50 6.5 ms",
 		"errors                 ws: close 1001 going away 1",
 		"42.50 CPU s (65% of a core), peak RSS 812 MiB (VmHWM: lifetime peak)",

@@ -110,8 +110,14 @@ type watchRun struct {
 
 	h2c      []*http.Client
 	h2cConns []*arrivalHolder // the connection of each h2c client
-	streams  []nxgv1connect.MachineServiceClient
-	wsClient *http.Client
+	// connectArrivals ties the Connect streams to their connections'
+	// frame trackers, which stamp each message with its own arrival.
+	connectArrivals streamRegistry
+	// connectLatest counts Connect messages whose own arrival was not
+	// known, for which the connection's latest arrival stood in.
+	connectLatest atomic.Uint64
+	streams       []nxgv1connect.MachineServiceClient
+	wsClient      *http.Client
 
 	errMu      sync.Mutex
 	errs       map[string]uint64 // open failures and stream ends, by kind
@@ -136,7 +142,7 @@ func newWatchRun(cfg Config, env *environment) *watchRun {
 	}
 	for range (nConnect + cfg.StreamsPerConn - 1) / cfg.StreamsPerConn {
 		holder := &arrivalHolder{}
-		c := h2cClientDialing(arrivalDialer(holder))
+		c := h2cClientDialing(arrivalDialer(holder, &r.connectArrivals))
 		r.h2c = append(r.h2c, c)
 		r.h2cConns = append(r.h2cConns, holder)
 		r.streams = append(r.streams, nxgv1connect.NewMachineServiceClient(c, cfg.Addr, opts...))
@@ -144,7 +150,7 @@ func newWatchRun(cfg Config, env *environment) *watchRun {
 	// WebSockets need HTTP/1.1 (the upgrade), one connection each; each
 	// dial puts its connection in the holder of the subscriber dialling.
 	r.wsClient = &http.Client{Transport: &http.Transport{
-		DialContext:         arrivalDialer(nil),
+		DialContext:         arrivalDialer(nil, nil),
 		MaxIdleConnsPerHost: -1,
 	}}
 	connectSeen := 0
@@ -264,7 +270,11 @@ func (r *watchRun) runSubscriber(ctx context.Context, s *subscriber) {
 func (r *watchRun) watchConnect(ctx context.Context, s *subscriber) error {
 	client := r.streams[s.index/r.cfg.StreamsPerConn]
 	conn := r.h2cConns[s.index/r.cfg.StreamsPerConn]
-	stream, err := client.WatchMachines(ctx, bearer(&nxgv1.WatchMachinesRequest{BranchId: r.env.Branch.GetId()}, r.env.Token))
+	token, arrivals := r.connectArrivals.open()
+	defer r.connectArrivals.close(token)
+	req := bearer(&nxgv1.WatchMachinesRequest{BranchId: r.env.Branch.GetId()}, r.env.Token)
+	req.Header().Set(streamTokenHeader, token)
+	stream, err := client.WatchMachines(ctx, req)
 	if err != nil {
 		return err
 	}
@@ -273,6 +283,15 @@ func (r *watchRun) watchConnect(ctx context.Context, s *subscriber) error {
 	for stream.Receive() {
 		msg := stream.Msg()
 		now := time.Now()
+		// Every message takes its own arrival, in order, whatever it is.
+		arrived := arrivals.pop()
+		if arrived.IsZero() {
+			// The connection carries every stream of its client: its
+			// latest arrival is this message's or later, so the latency
+			// is never understated.
+			arrived = conn.lastArrival()
+			r.connectLatest.Add(1)
+		}
 		switch ev := msg.GetEvent().(type) {
 		case *nxgv1.WatchMachinesResponse_Snapshot:
 			r.onSnapshot(s, first, msg.GetSequence(), ev.Snapshot.GetMachines())
@@ -281,10 +300,7 @@ func (r *watchRun) watchConnect(ctx context.Context, s *subscriber) error {
 				return errors.New("stream did not start with a snapshot")
 			}
 			m := ev.Machine
-			// The connection carries every stream of its client: the last
-			// arrival on it is this message's or later, so the latency is
-			// never understated.
-			r.onChange(s, msg.GetSequence(), m.GetId(), m.GetVersion(), m.GetUpdatedAt().AsTime(), received{at: now, arrived: conn.lastArrival()})
+			r.onChange(s, msg.GetSequence(), m.GetId(), m.GetVersion(), m.GetUpdatedAt().AsTime(), received{at: now, arrived: arrived})
 		default:
 			s.other++
 		}
