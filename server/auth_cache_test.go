@@ -159,7 +159,9 @@ func TestAuthCache(t *testing.T) {
 		t.Parallel()
 		a := setupAuthHarness(t)
 		// B caches sessions for 10 s: only the revocation notification
-		// can make it refuse within the 300 ms allowed.
+		// can make it refuse within the 5 s allowed. The bound is half
+		// the cache's life, not a speed: it passes on a loaded machine
+		// and still tells the notification from the cache's expiry.
 		b := nxgv1connect.NewAuthServiceClient(http.DefaultClient, a.otherProcess(t, 10*time.Second).URL)
 		onB := func(tok string) error {
 			_, err := b.ListSessions(ctx, authBearer(&nxgv1.ListSessionsRequest{}, tok))
@@ -189,8 +191,8 @@ func TestAuthCache(t *testing.T) {
 				requireAuthCode(t, err, connect.CodeUnauthenticated, "session has ended")
 				break
 			}
-			if time.Since(loggedOut) > 300*time.Millisecond {
-				t.Fatal("B still serves a session logged out on A 300ms ago")
+			if time.Since(loggedOut) > 5*time.Second {
+				t.Fatal("B still serves a session logged out on A 5s ago")
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
