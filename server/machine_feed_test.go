@@ -746,9 +746,11 @@ func TestMachineFeedPacing(t *testing.T) {
 
 	t.Run("BusyBranchIsServedInPacedSteps", func(t *testing.T) {
 		t.Parallel()
-		// Six watchers, two deliveries a step, 20 ms a delivery: a pass
-		// is three steps, each 40 ms after the one before.
-		const pace = 20 * time.Millisecond
+		// Six watchers, two deliveries a step, 50 ms a delivery: a pass
+		// is three steps, each 100 ms after the one before. The test's
+		// second publish must come before the second step; 100 ms leaves
+		// room for a loaded machine.
+		const pace = 50 * time.Millisecond
 		feed := newFeed(2, pace)
 		branch := uuid.New()
 		subs := subscribeN(feed, branch, 6)
